@@ -1,0 +1,178 @@
+"""The ``v1beta1.DevicePlugin`` gRPC service kubelet calls on nvdp's socket.
+
+Created by :class:`~nvdp_node.adapters.plugin_server.PluginServer` for every
+serve; it turns RPCs into calls of the pure allocation functions and streams
+the shared :class:`DeviceState` to kubelet. Bad requests get a gRPC error and
+never disturb other RPCs or the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+
+import grpc
+
+from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
+from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc
+from nvdp_node.domain.allocation import (
+    AllocationPolicy,
+    ContainerAllocation,
+    InvalidAllocationError,
+    allocate_container,
+    preferred_allocation,
+)
+from nvdp_node.domain.devices import DeviceSet, Health
+
+log = logging.getLogger(__name__)
+
+OPTIONS = pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+
+
+class DeviceState:
+    """A resource's devices and health, with change notification for ListAndWatch.
+
+    Owned by the supervisor, shared by every servicer of that resource (a
+    re-serve builds a new servicer, not a new state) and updated by the health
+    worker through :meth:`set_health` on the event loop.
+    """
+
+    def __init__(self, devices: DeviceSet, policy: AllocationPolicy) -> None:
+        self.devices = devices
+        self.policy = policy
+        self._changed = asyncio.Event()
+
+    def set_health(self, device_ids: Iterable[str], health: Health) -> list[str]:
+        changed = self.devices.set_health(device_ids, health)
+        if changed:
+            log.warning("%s: devices now %s: %s", self.policy.resource_name, health, ", ".join(changed))
+            self._notify()
+        return changed
+
+    def replace(self, devices: DeviceSet, policy: AllocationPolicy) -> None:
+        """Swap in a re-enumerated device list (reload); streams re-send it."""
+        self.devices, self.policy = devices, policy
+        self._notify()
+
+    def _notify(self) -> None:
+        old, self._changed = self._changed, asyncio.Event()
+        old.set()
+
+    def listing(self) -> tuple[pb.ListAndWatchResponse, asyncio.Event]:
+        """The full device list plus the event that fires when it next changes."""
+        response = pb.ListAndWatchResponse(
+            devices=[
+                pb.Device(
+                    ID=device.id,
+                    health=str(health),
+                    topology=(
+                        pb.TopologyInfo(nodes=[pb.NUMANode(ID=device.numa_node)])
+                        if device.numa_node is not None
+                        else None
+                    ),
+                )
+                for device, health in self.devices.snapshot()
+            ]
+        )
+        return response, self._changed
+
+
+class DevicePluginServicer(pb_grpc.DevicePluginServicer):
+    """One serve's worth of the DevicePlugin service.
+
+    ``on_stream_lost(generation)`` is called when a ListAndWatch stream ends
+    while this servicer is not being closed: kubelet never calls ListAndWatch
+    again, so only a new Register brings the resource back. ``generation``
+    is the registration generation current when the stream started, so the
+    supervisor can tell a replaced stream from a lost one.
+    """
+
+    def __init__(
+        self,
+        state: DeviceState,
+        *,
+        generation: Callable[[], int] = lambda: 0,
+        on_stream_lost: Callable[[int], None] = lambda _gen: None,
+    ) -> None:
+        self._state = state
+        self._generation = generation
+        self._on_stream_lost = on_stream_lost
+        self._closing = asyncio.Event()
+        self.active_streams = 0
+
+    def close(self) -> None:
+        """End every ListAndWatch stream normally; called just before the server stops."""
+        self._closing.set()
+
+    async def GetDevicePluginOptions(self, request: pb.Empty, context: object) -> pb.DevicePluginOptions:
+        return OPTIONS
+
+    async def ListAndWatch(self, request: pb.Empty, context: object) -> AsyncIterator[pb.ListAndWatchResponse]:
+        generation = self._generation()
+        self.active_streams += 1
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            while True:
+                response, changed = self._state.listing()
+                yield response
+                change = asyncio.ensure_future(changed.wait())
+                try:
+                    await asyncio.wait({closing, change}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    change.cancel()
+                if closing.done():
+                    return
+        finally:
+            closing.cancel()
+            self.active_streams -= 1
+            if not self._closing.is_set():
+                log.warning("%s: kubelet ended the ListAndWatch stream", self._state.policy.resource_name)
+                self._on_stream_lost(generation)
+
+    async def Allocate(self, request: pb.AllocateRequest, context: grpc.aio.ServicerContext) -> pb.AllocateResponse:
+        state = self._state
+        responses = []
+        for container in request.container_requests:
+            try:
+                allocation = allocate_container(state.devices.by_id, container.devices_ids, state.policy)
+            except InvalidAllocationError as err:
+                log.warning("Allocate rejected: %s", err)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            responses.append(_container_response(allocation))
+        return pb.AllocateResponse(container_responses=responses)
+
+    async def GetPreferredAllocation(
+        self, request: pb.PreferredAllocationRequest, context: object
+    ) -> pb.PreferredAllocationResponse:
+        responses = []
+        for container in request.container_requests:
+            available = list(container.available_deviceIDs)
+            must = list(container.must_include_deviceIDs)
+            size = container.allocation_size
+            try:
+                ids = preferred_allocation(self._state.devices.by_id, available, must, size)
+            except Exception:  # kubelet fails the pod on any error here: answer something
+                log.exception("GetPreferredAllocation failed; answering without preference")
+                ids = (must + [i for i in available if i not in must])[: max(size, 0)]
+            responses.append(pb.ContainerPreferredAllocationResponse(deviceIDs=ids))
+        return pb.PreferredAllocationResponse(container_responses=responses)
+
+    async def PreStartContainer(
+        self, request: pb.PreStartContainerRequest, context: object
+    ) -> pb.PreStartContainerResponse:
+        return pb.PreStartContainerResponse()
+
+
+def _container_response(allocation: ContainerAllocation) -> pb.ContainerAllocateResponse:
+    return pb.ContainerAllocateResponse(
+        envs=allocation.envs,
+        mounts=[
+            pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+            for m in allocation.mounts
+        ],
+        devices=[
+            pb.DeviceSpec(container_path=s.container_path, host_path=s.host_path, permissions=s.permissions)
+            for s in allocation.device_specs
+        ],
+    )

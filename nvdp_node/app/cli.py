@@ -1,0 +1,199 @@
+"""The ``nvdp`` command line: serve, devices, config, version.
+
+Entry point of the console script and of the systemd unit. Commands load the
+configuration once (file < environment < flags), then hand plain settings to
+the supervisor or the adapters. Exit codes are documented in docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from nvdp_node import __version__
+from nvdp_node.app import config_cli
+from nvdp_node.app.settings import HostPaths, ServeSettings
+from nvdp_node.config import Config, ConfigError, load_config
+from nvdp_node.domain.errors import EX_CONFIG, PermanentError
+
+DESCRIPTION = """\
+nvdp advertises this node's NVIDIA GPUs to kubelet through the device plugin
+API v1beta1 (resource nvidia.com/gpu by default), keeps them registered across
+kubelet restarts and reports GPU health. It runs as the systemd service
+nvdp.service and is configured by /etc/nvdp/config.toml.
+"""
+
+EXIT_CODES = """\
+exit codes:
+  0   stopped normally (SIGTERM/SIGINT), or the command succeeded
+  1   unexpected internal error
+  2   bad command line
+  69  NVML unavailable (driver missing or not loaded) and fail_on_init_error is true
+  78  invalid configuration (systemd does not restart nvdp for this code)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nvdp",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="configuration file (default: $NVDP_CONFIG or /etc/nvdp/config.toml)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the device plugin daemon (what nvdp.service runs)",
+        description="Discover GPUs through NVML, serve the v1beta1 DevicePlugin service on "
+        "<socket_dir>/nvidia-<name>.sock, register with kubelet and re-register whenever "
+        "kubelet restarts. SIGHUP reloads the configuration; SIGTERM stops and removes the socket.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_override_flags(serve)
+    _add_host_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    devices = sub.add_parser(
+        "devices",
+        help="show the GPUs nvdp would advertise",
+        description="Enumerate GPUs through NVML exactly as `nvdp serve` does and print them.",
+    )
+    devices.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_host_flags(devices)
+    devices.set_defaults(func=cmd_devices)
+
+    version = sub.add_parser("version", help="print nvdp's version")
+    version.set_defaults(func=lambda args: print(f"nvdp {__version__}") or 0)
+
+    config_cli.register(sub)
+    return parser
+
+
+def _add_override_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resource-name", metavar="NAME", help="overrides resource_name")
+    p.add_argument("--socket-dir", metavar="DIR", help="overrides kubelet.socket_dir")
+    p.add_argument("--kubelet-socket", metavar="PATH", help="overrides kubelet.kubelet_socket")
+
+
+def _add_host_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sysfs-root", type=Path, default=Path("/sys"), metavar="DIR",
+        help="where sysfs is mounted, for NUMA affinity (default: /sys)",
+    )
+    p.add_argument(
+        "--dev-root", type=Path, default=Path("/dev"), metavar="DIR",
+        help="where /dev is, for control device nodes (default: /dev)",
+    )
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    pairs = {
+        "resource_name": getattr(args, "resource_name", None),
+        "kubelet.socket_dir": getattr(args, "socket_dir", None),
+        "kubelet.kubelet_socket": getattr(args, "kubelet_socket", None),
+    }
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def serve_settings(config: Config, host: HostPaths) -> ServeSettings:
+    return ServeSettings(
+        resource_name=config.resource_name,
+        socket_dir=Path(config.kubelet.socket_dir),
+        kubelet_socket=Path(config.kubelet.kubelet_socket_path),
+        fail_on_init_error=config.plugin.fail_on_init_error,
+        device_list_strategy=tuple(config.plugin.device_list_strategy),
+        device_id_strategy=str(config.plugin.device_id_strategy),
+        pass_device_specs=config.plugin.pass_device_specs,
+        nvidia_dev_root=str(config.plugin.dev_root_path),
+        host=host,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from nvdp_node.app.logs import setup_logging
+    from nvdp_node.app.supervisor import Supervisor
+
+    host = HostPaths(sysfs_root=args.sysfs_root, dev_root=args.dev_root)
+
+    def load() -> ServeSettings:
+        loaded = load_config(args.config, overrides=_overrides(args))
+        for notice in loaded.notices:
+            print(f"nvdp: {notice}", file=sys.stderr)
+        return serve_settings(loaded.config, host)
+
+    try:
+        loaded = load_config(args.config, overrides=_overrides(args))
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EX_CONFIG
+    setup_logging(loaded.config.logging.level, loaded.config.logging.format)
+    for notice in loaded.notices:
+        print(f"nvdp: {notice}", file=sys.stderr)
+    supervisor = Supervisor(serve_settings(loaded.config, host), reload_settings=load)
+    return asyncio.run(supervisor.run())
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from nvdp_node.adapters import nvml
+
+    try:
+        inventory = nvml.discover(sysfs_root=args.sysfs_root)
+    except PermanentError as err:
+        print(f"nvdp: {err}", file=sys.stderr)
+        return err.exit_code
+    if args.json:
+        print(json.dumps(_inventory_json(inventory), indent=2))
+        return 0
+    print(f"driver {inventory.driver_version}, CUDA {inventory.cuda_driver_version or 'unknown'}, "
+          f"{len(inventory.gpus)} GPU(s)")
+    rows = [("INDEX", "ID", "NAME", "MEMORY", "NUMA", "PCI BUS ID")]
+    for g in inventory.gpus:
+        rows.append((str(g.index), g.uuid, g.name, f"{g.memory_total // 2**20} MiB",
+                     "-" if g.numa_node is None else str(g.numa_node), g.pci_bus_id))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    for skipped in inventory.skipped:
+        print(f"skipped {skipped} (display device)")
+    return 0
+
+
+def _inventory_json(inventory) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {
+        "driver_version": inventory.driver_version,
+        "cuda_driver_version": inventory.cuda_driver_version,
+        "devices": [
+            {
+                "id": g.uuid, "index": g.index, "name": g.name, "minor": g.minor,
+                "pci_bus_id": g.pci_bus_id, "memory_total": g.memory_total,
+                "numa_node": g.numa_node, "compute_capability": g.compute_capability,
+                "mig_enabled": g.mig_enabled,
+            }
+            for g in inventory.gpus
+        ],
+        "skipped": list(inventory.skipped),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    # gRPC core logs connection chatter at INFO to stderr; keep journald readable.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

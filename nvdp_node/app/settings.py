@@ -1,0 +1,58 @@
+"""What ``nvdp serve`` needs to run, derived from the loaded configuration.
+
+The supervisor works on this small frozen value rather than on the config
+model, so reload can compare old and new settings field by field, and the
+host paths tests redirect (sysfs, /dev) sit next to the configured ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nvdp_node.domain.allocation import AllocationPolicy
+
+CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """Where the host's trees are; tests point these at fixture trees."""
+
+    sysfs_root: Path = Path("/sys")
+    dev_root: Path = Path("/dev")
+
+    def present_control_devices(self) -> tuple[str, ...]:
+        """The control nodes that exist here (upstream passes only those)."""
+        return tuple(p for p in CONTROL_DEVICES if (self.dev_root / Path(p).name).exists())
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    resource_name: str = "nvidia.com/gpu"
+    socket_dir: Path = Path("/var/lib/kubelet/device-plugins")
+    kubelet_socket: Path = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
+    fail_on_init_error: bool = True
+    device_list_strategy: tuple[str, ...] = ("envvar",)
+    device_id_strategy: str = "uuid"
+    pass_device_specs: bool = False
+    nvidia_dev_root: str = "/"
+    host: HostPaths = field(default_factory=HostPaths)
+
+    def policy(self) -> AllocationPolicy:
+        return AllocationPolicy(
+            resource_name=self.resource_name,
+            device_list_strategy=self.device_list_strategy,
+            device_id_strategy=self.device_id_strategy,
+            pass_device_specs=self.pass_device_specs,
+            dev_root=self.nvidia_dev_root,
+            control_device_paths=self.host.present_control_devices() if self.pass_device_specs else (),
+        )
+
+    def registration_key(self) -> tuple[str, Path, Path]:
+        """What, if changed by a reload, needs a new plugin server and registration."""
+        return (self.resource_name, self.socket_dir, self.kubelet_socket)
+
+
+SettingsLoader = Callable[[], ServeSettings]

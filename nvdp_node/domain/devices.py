@@ -1,0 +1,121 @@
+"""The node's GPUs and the devices nvdp advertises for them.
+
+Pure data: built by the NVML adapter (``nvdp_node.adapters.nvml``), read by the
+gRPC servicer, the allocation functions and the CLI. Nothing here talks to
+NVML, gRPC or the filesystem, so every rule about devices is testable on a
+machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+class Health(enum.StrEnum):
+    """The two health strings kubelet understands; anything else counts as unhealthy."""
+
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One physical GPU as NVML reports it."""
+
+    index: int
+    uuid: str
+    name: str
+    minor: int
+    pci_bus_id: str
+    memory_total: int
+    numa_node: int | None = None
+    compute_capability: str | None = None
+    mig_enabled: bool = False
+
+
+@dataclass(frozen=True)
+class Device:
+    """One schedulable unit advertised to kubelet (today: one whole GPU).
+
+    ``id`` is what kubelet sees and hands back in Allocate; ``index`` is the
+    NVML index used by the ``index`` device-id strategy; ``dev_paths`` are the
+    device nodes a container needs for this device.
+    """
+
+    id: str
+    index: str
+    gpu_uuid: str
+    numa_node: int | None
+    dev_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeInventory:
+    """Everything discovery learnt about the node, in NVML index order."""
+
+    driver_version: str
+    cuda_driver_version: str | None
+    gpus: tuple[Gpu, ...]
+    skipped: tuple[str, ...] = field(default=())
+
+    def devices(self) -> tuple[Device, ...]:
+        """Whole-GPU devices, sorted by id so every listing is deterministic."""
+        return tuple(
+            sorted(
+                (
+                    Device(
+                        id=g.uuid,
+                        index=str(g.index),
+                        gpu_uuid=g.uuid,
+                        numa_node=g.numa_node,
+                        dev_paths=(f"/dev/nvidia{g.minor}",),
+                    )
+                    for g in self.gpus
+                ),
+                key=lambda d: d.id,
+            )
+        )
+
+
+class DeviceSet:
+    """Devices of one resource plus their current health.
+
+    The servicer and the health worker share one instance. Health only changes
+    through :meth:`set_health`, which reports whether anything changed so the
+    caller knows when to push a new ListAndWatch message.
+    """
+
+    def __init__(self, devices: Iterable[Device]) -> None:
+        self._devices: dict[str, Device] = {d.id: d for d in sorted(devices, key=lambda d: d.id)}
+        self._health: dict[str, Health] = {d: Health.HEALTHY for d in self._devices}
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    @property
+    def by_id(self) -> Mapping[str, Device]:
+        return self._devices
+
+    def health(self, device_id: str) -> Health:
+        return self._health[device_id]
+
+    def snapshot(self) -> tuple[tuple[Device, Health], ...]:
+        """The full list in id order, as ListAndWatch sends it."""
+        return tuple((d, self._health[i]) for i, d in self._devices.items())
+
+    def healthy_count(self) -> int:
+        return sum(1 for h in self._health.values() if h is Health.HEALTHY)
+
+    def set_health(self, device_ids: Iterable[str], health: Health) -> list[str]:
+        """Set health for known ids; return the ids whose health actually changed."""
+        changed = []
+        for device_id in device_ids:
+            if device_id in self._health and self._health[device_id] is not health:
+                self._health[device_id] = health
+                changed.append(device_id)
+        return changed

@@ -1,0 +1,41 @@
+"""The two kinds of failure nvdp distinguishes (style rule 7).
+
+A :class:`PermanentError` cannot be fixed by waiting: the supervisor exits
+with the error's ``exit_code`` and systemd decides about restarts. A
+:class:`TemporaryError` is retried after a delay and shown in ``STATUS=``.
+"""
+
+from __future__ import annotations
+
+EX_SOFTWARE = 70
+EX_UNAVAILABLE = 69
+EX_CONFIG = 78
+
+
+class NvdpError(Exception):
+    """Base of nvdp's own errors."""
+
+
+class PermanentError(NvdpError):
+    """Retrying is useless: exit with ``exit_code`` and a message naming the cause."""
+
+    exit_code: int = EX_SOFTWARE
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class TemporaryError(NvdpError):
+    """Worth retrying after ``delay`` seconds (kubelet not up yet, NVML busy)."""
+
+    def __init__(self, message: str, *, delay: float = 1.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class NvmlUnavailableError(PermanentError):
+    """NVML could not be initialised: no driver, library missing, module not loaded."""
+
+    exit_code = EX_UNAVAILABLE
