@@ -55,13 +55,25 @@ class PluginServer:
         log.info("serving on %s", self.socket_path)
 
     async def _self_dial(self) -> None:
+        try:
+            await self._call_options(SELF_DIAL_TIMEOUT)
+        except grpc.aio.AioRpcError as err:
+            await self.stop()
+            raise TemporaryError(f"own socket {self.socket_path} does not answer: {err.details()}") from err
+
+    async def answers(self, timeout: float = 2.0) -> bool:
+        """A liveness probe through the real socket (used before each watchdog ping)."""
+        try:
+            await self._call_options(timeout)
+        except grpc.aio.AioRpcError as err:
+            log.warning("self-check on %s failed: %s", self.socket_path, err.details())
+            return False
+        return True
+
+    async def _call_options(self, timeout: float) -> None:
         async with grpc.aio.insecure_channel(unix_target(self.socket_path)) as channel:
             stub = pb_grpc.DevicePluginStub(channel)
-            try:
-                await stub.GetDevicePluginOptions(pb.Empty(), timeout=SELF_DIAL_TIMEOUT, wait_for_ready=True)
-            except grpc.aio.AioRpcError as err:
-                await self.stop()
-                raise TemporaryError(f"own socket {self.socket_path} does not answer: {err.details()}") from err
+            await stub.GetDevicePluginOptions(pb.Empty(), timeout=timeout, wait_for_ready=True)
 
     def intact(self) -> bool:
         """True while serving and our socket file is still ours (kubelet deletes it on restart)."""

@@ -118,6 +118,9 @@ class ResourcePlugin:
         self.last_error = None
         log.info("registered %s with kubelet (%s)", self.resource_name, self.socket_path.name)
 
+    async def self_check(self) -> bool:
+        return self._server is not None and await self._server.answers()
+
     def retry_in(self, now: float) -> float | None:
         """Seconds until a back-off expires, if one is pending."""
         if self.registered or not self.backoff.delay:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nvdp_node.domain.allocation import AllocationPolicy
+from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
 
 CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 
@@ -29,6 +30,15 @@ class HostPaths:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """``[health]``: whether the NVML worker runs, and its policies."""
+
+    enabled: bool = True
+    policy: HealthPolicy = field(default_factory=HealthPolicy)
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+
+
+@dataclass(frozen=True)
 class ServeSettings:
     resource_name: str = "nvidia.com/gpu"
     socket_dir: Path = Path("/var/lib/kubelet/device-plugins")
@@ -38,6 +48,7 @@ class ServeSettings:
     device_id_strategy: str = "uuid"
     pass_device_specs: bool = False
     nvidia_dev_root: str = "/"
+    health: HealthSettings = field(default_factory=HealthSettings)
     host: HostPaths = field(default_factory=HostPaths)
 
     def policy(self) -> AllocationPolicy:

@@ -19,11 +19,13 @@ from collections.abc import Callable
 
 from nvdp_node.adapters import nvml
 from nvdp_node.adapters.dir_watch import DirWatcher
+from nvdp_node.adapters.nvml_health import HealthWorker
 from nvdp_node.adapters.servicer import DeviceState
 from nvdp_node.adapters.systemd_notify import Notifier, watchdog_interval
 from nvdp_node.app.resource_plugin import ResourcePlugin
 from nvdp_node.app.settings import ServeSettings, SettingsLoader
-from nvdp_node.domain.devices import DeviceSet, NodeInventory
+from nvdp_node.domain.devices import DeviceSet, Health, NodeInventory
+from nvdp_node.domain.health_policy import DeviceRef
 from nvdp_node.domain.errors import NvdpError, NvmlUnavailableError, PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 DEBOUNCE = 0.02  # coalesce the burst of events a kubelet restart makes
 POLL_WATCHED = 10.0  # safety-net poll while inotify works
 POLL_UNWATCHED = 0.5  # poll while the directory is missing or inotify is unavailable
+HEALTH_STALL_ALLOWANCE = 10.0  # beyond one NVML wait timeout, before the worker counts as stuck
 
 
 class Supervisor:
@@ -41,6 +44,7 @@ class Supervisor:
         reload_settings: SettingsLoader | None = None,
         notifier: Notifier | None = None,
         discover: Callable[[ServeSettings], NodeInventory] | None = None,
+        health_worker: Callable[..., HealthWorker] = HealthWorker,
     ) -> None:
         self.settings = settings
         self._reload_settings = reload_settings
@@ -53,6 +57,9 @@ class Supervisor:
         self.plugin: ResourcePlugin | None = None
         self.inventory: NodeInventory | None = None
         self._watcher: DirWatcher | None = None
+        self._make_worker = health_worker
+        self.health: HealthWorker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- events -------------------------------------------------------------
     def wake(self, reason: str) -> None:
@@ -69,7 +76,7 @@ class Supervisor:
 
     # -- main loop ----------------------------------------------------------
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
@@ -80,6 +87,7 @@ class Supervisor:
             self.notifier.stopping(f"Failed: {err}")
             return err.exit_code
         finally:
+            self._stop_health()
             if self._watcher is not None:
                 self._watcher.stop()
             if self.plugin is not None:
@@ -87,6 +95,7 @@ class Supervisor:
 
     async def _run(self) -> int:
         self.plugin = self._make_plugin(self.settings)
+        self._start_health(self.settings)
         ready = False
         ping_every = watchdog_interval()
         while not self._stop:
@@ -99,7 +108,7 @@ class Supervisor:
                 ready = True
             else:
                 self.notifier.set_status(self._status())
-            if ping_every is not None:
+            if ping_every is not None and await self._alive():
                 self.notifier.watchdog()
             await self._wait(self._next_timeout(ping_every))
         self.notifier.stopping("Stopping: removing the plugin socket")
@@ -192,10 +201,51 @@ class Supervisor:
         if old_plugin is not None and old_plugin is not new_plugin:
             await old_plugin.stop()
         self.settings, self.plugin = new, new_plugin
+        self._start_health(new)
         if self._watcher is not None and self._watcher.directory != new.socket_dir:
             self._watcher.stop()
         log.info("reloaded configuration")
         self.notifier.ready(self._status())
+
+    async def _alive(self) -> bool:
+        """Whether to ping the watchdog: the loop runs (we are here), the server answers, health progresses."""
+        if self.health is not None and self.health.stalled(time.monotonic(), allowance=HEALTH_STALL_ALLOWANCE):
+            log.error("health worker made no progress for %.0f s; withholding the watchdog ping",
+                      time.monotonic() - self.health.last_progress)
+            return False
+        if self.plugin is not None and self.plugin.serving and not await self.plugin.self_check():
+            log.error("own gRPC server does not answer; withholding the watchdog ping")
+            return False
+        return True
+
+    # -- health -------------------------------------------------------------
+    def _start_health(self, settings: ServeSettings) -> None:
+        """(Re)start the NVML health worker for the current plugin's devices."""
+        self._stop_health()
+        if self.plugin is None:
+            return
+        if not settings.health.enabled:
+            log.info("health checking is disabled; devices stay Healthy")
+            return
+        refs = [DeviceRef(device_id=d.id, gpu_uuid=d.gpu_uuid) for d in self.plugin.state.devices.by_id.values()]
+        self.health = self._make_worker(
+            refs, settings.health.policy, self._health_report, recovery=settings.health.recovery
+        )
+        self.health.start()
+
+    def _stop_health(self) -> None:
+        if self.health is not None:
+            self.health.stop()
+            self.health = None
+
+    def _health_report(self, device_ids: tuple[str, ...], health: Health, reason: str) -> None:
+        """Called on the worker thread: hand over to the loop."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._apply_health, device_ids, health)
+
+    def _apply_health(self, device_ids: tuple[str, ...], health: Health) -> None:
+        if self.plugin is not None and self.plugin.state.set_health(device_ids, health):
+            self.wake("device health changed")
 
     # -- status -------------------------------------------------------------
     def _status(self) -> str:
