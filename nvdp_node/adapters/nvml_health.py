@@ -49,12 +49,14 @@ class HealthWorker:
         report: Report,
         *,
         recovery: RecoveryPolicy = RecoveryPolicy(),
+        xid_events: bool = True,
         wait_timeout_ms: int = WAIT_TIMEOUT_MS,
         probe_every: float = 5.0,
     ) -> None:
         self.devices = tuple(devices)
         self.policy = policy
         self.recovery = recovery
+        self.xid_events = xid_events
         self._report = report
         self._wait_timeout_ms = wait_timeout_ms
         self._probe_every = probe_every
@@ -92,6 +94,9 @@ class HealthWorker:
             log.exception("health worker crashed; health checks stopped")
 
     def _watch(self) -> None:
+        if not self.xid_events:
+            self._probe_only()
+            return
         event_set = pynvml.nvmlEventSetCreate()
         try:
             handles = self._register(event_set)
@@ -115,6 +120,21 @@ class HealthWorker:
                     next_probe = time.monotonic() + self._probe_every
         finally:
             pynvml.nvmlEventSetFree(event_set)
+
+    def _probe_only(self) -> None:
+        """XID events off: only the periodic lost-GPU probe runs."""
+        handles = {}
+        for uuid in sorted({d.gpu_uuid for d in self.devices}):
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+            except pynvml.NVMLError as err:
+                log.warning("cannot probe GPU %s: %s", uuid, err)
+                continue
+            handles[_address(handle)] = (uuid, handle)
+        while not self._stop.is_set():
+            self.last_progress = time.monotonic()
+            self._probe(handles)
+            self._stop.wait(self._probe_every)
 
     def _register(self, event_set: object) -> dict[int, tuple[str, object]]:
         """Register every GPU for the wanted events it supports; map handle address → (uuid, handle)."""

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from nvdp_node import __version__
 from nvdp_node.app import config_cli
-from nvdp_node.app.settings import HostPaths, ServeSettings
+from nvdp_node.app.settings import HealthSettings, HostPaths, ServeSettings
 from nvdp_node.config import Config, ConfigError, load_config
 from nvdp_node.domain.errors import EX_CONFIG, PermanentError
+from nvdp_node.domain.health_policy import HealthPolicy
 
 DESCRIPTION = """\
 nvdp advertises this node's NVIDIA GPUs to kubelet through the device plugin
@@ -117,6 +118,14 @@ def serve_settings(config: Config, host: HostPaths) -> ServeSettings:
         device_id_strategy=str(config.plugin.device_id_strategy),
         pass_device_specs=config.plugin.pass_device_specs,
         nvidia_dev_root=str(config.plugin.dev_root_path),
+        health=HealthSettings(
+            enabled=config.health.enabled,
+            xid_events=config.health.xid_events,
+            policy=HealthPolicy(
+                ignored_xids=frozenset(config.health.ignored_xids),
+                force_enabled_xids=frozenset(config.health.force_enabled_xids),
+            ),
+        ),
         host=host,
     )
 

@@ -34,6 +34,7 @@ class HealthSettings:
     """``[health]``: whether the NVML worker runs, and its policies."""
 
     enabled: bool = True
+    xid_events: bool = True
     policy: HealthPolicy = field(default_factory=HealthPolicy)
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
 

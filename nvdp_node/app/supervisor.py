@@ -229,7 +229,11 @@ class Supervisor:
             return
         refs = [DeviceRef(device_id=d.id, gpu_uuid=d.gpu_uuid) for d in self.plugin.state.devices.by_id.values()]
         self.health = self._make_worker(
-            refs, settings.health.policy, self._health_report, recovery=settings.health.recovery
+            refs,
+            settings.health.policy,
+            self._health_report,
+            recovery=settings.health.recovery,
+            xid_events=settings.health.xid_events,
         )
         self.health.start()
 
