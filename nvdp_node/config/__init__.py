@@ -1,1 +1,44 @@
-"""config layer."""
+"""nvdp's configuration: /etc/nvdp/config.toml, NVDP_* environment, command-line overrides.
+
+The daemon calls :func:`load_config` and reads the frozen :class:`Config`;
+a :class:`ConfigError` means "exit 78 (EX_CONFIG) with ``str(error)``".
+See docs/configuration.md for every key.
+"""
+
+from nvdp_node.config.errors import ConfigError
+from nvdp_node.config.loader import (
+    CONFIG_PATH_ENV,
+    DEFAULT_CONFIG_PATH,
+    LoadedConfig,
+    env_var_name,
+    load_config,
+    parse_config,
+    resolve_config_path,
+)
+from nvdp_node.config.schema import (
+    Config,
+    HealthConfig,
+    KubeletConfig,
+    LoggingConfig,
+    PluginConfig,
+    RuntimeCheckConfig,
+    config_keys,
+)
+
+__all__ = [
+    "CONFIG_PATH_ENV",
+    "DEFAULT_CONFIG_PATH",
+    "Config",
+    "ConfigError",
+    "HealthConfig",
+    "KubeletConfig",
+    "LoadedConfig",
+    "LoggingConfig",
+    "PluginConfig",
+    "RuntimeCheckConfig",
+    "config_keys",
+    "env_var_name",
+    "load_config",
+    "parse_config",
+    "resolve_config_path",
+]

@@ -1,0 +1,173 @@
+"""ConfigError and the one-line-per-problem messages it carries.
+
+``loader.py`` and ``upstream_import.py`` raise :class:`ConfigError`; the CLI
+prints ``str(error)`` and exits with ``ConfigError.EXIT_CODE`` (78,
+EX_CONFIG). Each line names the key path, the bad value, what is expected
+and, for unknown keys, a "did you mean" drawn from the schema with difflib.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from nvdp_node.config.schema import SECTIONS, Config, config_keys
+from nvdp_node.domain.errors import EX_CONFIG, PermanentError
+
+# Upstream (NVIDIA k8s-device-plugin) features nvdp does not implement, by
+# snake_case name, so a key copied from an upstream config gets a useful hint.
+_SHARING = "GPU sharing (time-slicing, MPS) is not supported yet"
+_CDI = "CDI is not supported yet"
+UNSUPPORTED_UPSTREAM: dict[str, str] = {
+    "mig_strategy": "MIG strategies are not supported yet; nvdp advertises whole GPUs",
+    "sharing": _SHARING,
+    "time_slicing": _SHARING,
+    "mps": _SHARING,
+    "mps_root": _SHARING,
+    "replicas": _SHARING,
+    "shared_devices_allocation_policy": _SHARING,
+    "gdrcopy_enabled": "GDRCopy injection is not supported yet",
+    "gds_enabled": "GPUDirect Storage injection is not supported yet",
+    "mofed_enabled": "MOFED injection is not supported yet",
+    "imex": "IMEX channels are not supported yet",
+    "cdi_annotation_prefix": _CDI,
+    "nvidia_ctk_path": _CDI,
+    "nvidia_cdi_hook_path": _CDI,
+    "container_driver_root": "not needed: nvdp runs on the host, not in a container",
+    "resources": "custom resource names per GPU model are not supported yet; set resource_name",
+    "device_discovery_strategy": "only NVML discovery is supported",
+    "flags": "nvdp has no [flags] table; `nvdp config import FILE` translates an upstream config",
+}
+# Upstream spellings whose snake_case form differs from nvdp's key.
+_ALIASES = {"driver_root": "plugin.nvidia_driver_root", "dev_root": "plugin.nvidia_dev_root"}
+
+
+class ConfigError(PermanentError):
+    """The configuration cannot be used; ``lines`` lists every problem found."""
+
+    EXIT_CODE = EX_CONFIG
+
+    def __init__(self, header: str, lines: Sequence[str], *, path: Path | None = None) -> None:
+        self.header = header
+        self.lines = list(lines)
+        self.path = path
+        body = "".join(f"\n  {line}" for line in self.lines)
+        super().__init__(f"nvdp: {header}{':' if self.lines else ''}{body}", exit_code=EX_CONFIG)
+
+
+def show_value(value: object, limit: int = 60) -> str:
+    """A value as the user would have written it in TOML, shortened."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except ValueError:  # circular structures cannot come from TOML, but be safe
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def key_path(loc: Iterable[object]) -> str:
+    """("health", "ignored_xids", 2) -> "health.ignored_xids[2]"."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def did_you_mean(key: str, section: str = "") -> str:
+    """A hint for an unknown key at ``section.key``, or "" if nothing is close."""
+    here = f"{section}.{key}" if section else key
+    snake = _snake(key)
+    if snake in UNSUPPORTED_UPSTREAM:
+        return UNSUPPORTED_UPSTREAM[snake]
+    if snake in _ALIASES:
+        return f"did you mean '{_ALIASES[snake]}'?"
+    # The right name in the wrong table, or an upstream camelCase spelling of it.
+    same = [k for k in config_keys() if k.rpartition(".")[2] == snake]
+    if not section and snake in SECTIONS:
+        same = [snake]
+    same = [k for k in same if k != here]
+    if same:
+        return f"did you mean '{same[0]}'?"
+    local = [f"{section}.{name}" if section else name for name in _names_in(section)]
+    close = difflib.get_close_matches(here, local, n=1) or difflib.get_close_matches(here, config_keys(), n=1)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+def format_validation_error(exc: ValidationError, sources: Mapping[str, str] | None = None) -> list[str]:
+    """One line per pydantic error: key path, what is expected, the bad value and its source."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        path = key_path(loc)
+        if err["type"] == "extra_forbidden":
+            section = key_path(loc[:-1])
+            hint = did_you_mean(str(loc[-1]), section)
+            lines.append(f"{path}: unknown key" + (f" ({hint})" if hint else ""))
+            continue
+        msg = _friendly(err["type"], err["msg"])
+        origin = _source_of(loc, sources or {})
+        origin = f", from {origin}" if origin not in ("file", "default", "") else ""
+        shown = show_value(err.get("input"))
+        got = "" if shown in msg else f"got {shown}"
+        detail = ", ".join(part for part in (got, origin.removeprefix(", ")) if part)
+        lines.append(f"{path}: {msg}" + (f" ({detail})" if detail else ""))
+    return lines
+
+
+def _friendly(kind: str, msg: str) -> str:
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "expected a table"
+    if kind == "tuple_type":
+        return "expected a list"
+    return msg.removeprefix("Value error, ")
+
+
+def _source_of(loc: tuple[object, ...], sources: Mapping[str, str]) -> str:
+    names = [str(p) for p in loc if not isinstance(p, int)]
+    for n in range(len(names), 0, -1):
+        found = sources.get(".".join(names[:n]))
+        if found:
+            return found
+    return ""
+
+
+def _names_in(section: str) -> list[str]:
+    model = SECTIONS.get(section) if section else Config
+    return list(model.model_fields) if model else []
+
+
+def _snake(name: str) -> str:
+    """deviceIDStrategy / device-id-strategy / DEVICE_ID_STRATEGY -> device_id_strategy."""
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return name.replace("-", "_").lower()
+
+
+_TOML_POSITION = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$", re.DOTALL)
+
+
+def toml_error_lines(path: Path, text: str, exc: ValueError) -> list[str]:
+    """``path:line:column: message``, then the offending line with a caret under the column."""
+    message = str(exc)
+    match = _TOML_POSITION.match(message)
+    source_lines = text.splitlines() or [""]
+    if match:
+        message, line, col = match["msg"], int(match["line"]), int(match["col"])
+    else:
+        message = message.replace(" (at end of document)", "")
+        line, col = len(source_lines), len(source_lines[-1]) + 1
+    shown = source_lines[line - 1] if 0 < line <= len(source_lines) else ""
+    if message == "Invalid value" and shown[col - 1 : col].isalpha():
+        message += " (strings must be quoted, e.g. key = \"value\")"
+    caret = " " * len(shown[: col - 1].expandtabs()) + "^"
+    return [f"{path}:{line}:{col}: invalid TOML: {message}", f"  {shown.expandtabs()}", f"  {caret}"]
+
+
+def utf8_error_line(path: Path, raw: bytes, exc: UnicodeDecodeError) -> str:
+    line = raw.count(b"\n", 0, exc.start) + 1
+    col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+    return f"{path}:{line}:{col}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); TOML files must be UTF-8"

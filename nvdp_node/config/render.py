@@ -1,0 +1,117 @@
+"""Config as text: the commented default file and the effective configuration.
+
+``nvdp config init`` prints :func:`render_template` (which is also the
+shipped etc/nvdp/config.toml), ``nvdp config import`` uses it with the
+imported keys uncommented, and ``nvdp config show`` prints
+:func:`render_effective`.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Collection, Iterator, Mapping, Sequence
+
+import tomli_w
+
+from nvdp_node.config.loader import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, env_var_name
+from nvdp_node.config.schema import SECTIONS, Config, config_keys, field_info
+
+_WIDTH = 79
+
+HEADER = f"""\
+# nvdp configuration: {DEFAULT_CONFIG_PATH}
+# (${CONFIG_PATH_ENV} or `nvdp --config PATH` may name another file).
+#
+# Every setting is listed with its default value, commented out: remove the
+# leading "#" to change one. Precedence: command-line flag > environment
+# variable (the "env:" line) > this file > default.
+#
+# `nvdp config validate` checks this file, `nvdp config show --sources` prints
+# the effective configuration and where each value came from. Changes apply
+# when nvdp is restarted or reloaded. Every key is described in
+# configuration.md in the nvdp documentation.
+"""
+
+
+def render_template(
+    config: Config | None = None,
+    *,
+    active: Collection[str] = (),
+    preamble: Sequence[str] = (),
+) -> str:
+    """The commented file: keys in ``active`` are set to ``config``'s value, the rest show defaults."""
+    values = _flat((config or Config()).model_dump(mode="json"))
+    defaults = _flat(Config().model_dump(mode="json"))
+    out = [HEADER.rstrip("\n")]
+    if preamble:
+        out += ["#"] + [f"# {line}".rstrip() for line in preamble]
+    for kind, name in _layout():
+        if kind == "section":
+            out += ["", f"[{name}]"]
+            out += _comment(SECTIONS[name].__doc__ or "")
+            continue
+        out.append("")
+        out += _comment(field_info(name).description or "")
+        leaf = name.rpartition(".")[2]
+        if name == "version":
+            out.append(f"{leaf} = {_inline(values[name])}")
+            continue
+        out.append(f"# env: {env_var_name(name)}")
+        if name in active:
+            out.append(f"{leaf} = {_inline(values[name])}")
+        else:
+            out.append(f"#{leaf} = {_inline(defaults[name])}")
+    return "\n".join(out) + "\n"
+
+
+def render_default() -> str:
+    """What `nvdp config init` prints and etc/nvdp/config.toml contains."""
+    return render_template()
+
+
+def render_effective(config: Config, sources: Mapping[str, str] | None = None) -> str:
+    """The effective configuration as TOML; with ``sources``, each key says where it came from."""
+    dumped = config.model_dump(mode="json")
+    if sources is None:
+        return tomli_w.dumps(dumped)
+    values = _flat(dumped)
+    out: list[str] = []
+    for kind, name in _layout():
+        if kind == "section":
+            out += ["", f"[{name}]"]
+        else:
+            line = f"{name.rpartition('.')[2]} = {_inline(values[name])}"
+            out.append(f"{line}  # {sources.get(name, 'default')}")
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def _layout() -> Iterator[tuple[str, str]]:
+    """("key", "version"), ..., ("section", "kubelet"), ("key", "kubelet.socket_dir"), ..."""
+    current = ""
+    for key in config_keys():
+        section = key.rpartition(".")[0]
+        if section != current:
+            current = section
+            yield "section", section
+        yield "key", key
+
+
+def _flat(dumped: Mapping[str, object]) -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for name, value in dumped.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{name}.{leaf}": v for leaf, v in value.items()})
+        else:
+            flat[name] = value
+    return flat
+
+
+def _inline(value: object) -> str:
+    """A TOML value on one line (tomli-w writes arrays over several lines)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_inline(item) for item in value) + "]"
+    return tomli_w.dumps({"v": value})[len("v = ") :].rstrip("\n")
+
+
+def _comment(text: str) -> list[str]:
+    return [f"# {line}" for line in textwrap.wrap(" ".join(text.split()), _WIDTH - 2, break_on_hyphens=False)]

@@ -1,0 +1,291 @@
+"""The typed schema of /etc/nvdp/config.toml (format ``version = 1``).
+
+Pure pydantic models and validators: nothing here reads files or the
+environment. ``loader.py`` gathers the file, environment and command-line
+layers and validates the merged result against :class:`Config`;
+``render.py`` turns the field descriptions into the commented default file;
+the daemon reads the frozen result (``config.kubelet.socket_dir``, ...).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from nvdp_node.domain.resource_names import validate_extended_resource_name
+
+CONFIG_VERSION = 1
+DEFAULT_IGNORED_XIDS = (13, 31, 43, 45, 68, 109)
+DEVICE_LIST_STRATEGIES = ("envvar", "volume-mounts")
+UNSUPPORTED_DEVICE_LIST_STRATEGIES = ("cdi-annotations", "cdi-cri")
+ENGINES = ("docker", "containerd", "crio")
+
+Engine = Literal["docker", "containerd", "crio"]
+DeviceListStrategy = Literal["envvar", "volume-mounts"]
+
+
+def _reject_bool(value: object) -> object:
+    # pydantic's lax int accepts true/false as 1/0; an XID of `true` is a typo, not 1.
+    if isinstance(value, bool):
+        raise ValueError("expected a positive integer XID, not a boolean")
+    return value
+
+
+def _sorted_unique(values: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted(set(values)))
+
+
+Xid = Annotated[int, BeforeValidator(_reject_bool), Field(ge=1)]
+XidList = Annotated[tuple[Xid, ...], AfterValidator(_sorted_unique)]
+
+
+def _absolute_path(value: Path) -> Path:
+    if "\0" in str(value):
+        raise ValueError("a path must not contain a NUL character")
+    if not value.is_absolute():
+        raise ValueError("expected an absolute path (starting with /)")
+    return value
+
+
+def _absolute_or_empty(value: str) -> str:
+    if value and ("\0" in value or not PurePosixPath(value).is_absolute()):
+        raise ValueError('expected an absolute path, or "" for the default')
+    return value
+
+
+AbsolutePath = Annotated[Path, AfterValidator(_absolute_path)]
+AbsolutePathOrEmpty = Annotated[str, AfterValidator(_absolute_or_empty)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KubeletConfig(_Section):
+    """Where kubelet's device-plugin sockets live."""
+
+    socket_dir: AbsolutePath = Field(
+        Path("/var/lib/kubelet/device-plugins"),
+        description="Directory holding kubelet's registration socket and the plugin's own "
+        "socket (nvidia-<name>.sock).",
+    )
+    kubelet_socket: AbsolutePathOrEmpty = Field(
+        "",
+        description='Path of kubelet\'s registration socket. "" means <socket_dir>/kubelet.sock.',
+    )
+
+    @property
+    def kubelet_socket_path(self) -> Path:
+        return Path(self.kubelet_socket) if self.kubelet_socket else self.socket_dir / "kubelet.sock"
+
+
+class HealthConfig(_Section):
+    """GPU health checking through NVML events."""
+
+    enabled: bool = Field(True, description="Check GPU health at all. false: GPUs are always reported healthy.")
+    xid_events: bool = Field(
+        True,
+        description="Mark a GPU unhealthy on an NVML XID critical-error event. "
+        "DP_DISABLE_HEALTHCHECKS=all or =xids sets this to false.",
+    )
+    ignored_xids: XidList = Field(
+        DEFAULT_IGNORED_XIDS,
+        description="XIDs that do not mark a GPU unhealthy: errors caused by applications, not hardware. "
+        "DP_DISABLE_HEALTHCHECKS=<list> adds to this list; DP_ENABLE_HEALTHCHECKS=all empties it. "
+        "Duplicates are dropped and the list is sorted.",
+    )
+    force_enabled_xids: XidList = Field(
+        (),
+        description="XIDs that always mark a GPU unhealthy, even if listed in ignored_xids. "
+        "DP_ENABLE_HEALTHCHECKS=<list> adds to this list.",
+    )
+
+    @property
+    def effective_ignored_xids(self) -> frozenset[int]:
+        return frozenset(self.ignored_xids) - frozenset(self.force_enabled_xids)
+
+
+class RuntimeCheckConfig(_Section):
+    """The start-up check that container engines are set up for NVIDIA GPUs."""
+
+    engines: Literal["auto"] | tuple[Engine, ...] = Field(
+        "auto",
+        description='Container engines to check: "auto" (those installed on this node) '
+        'or a list drawn from "docker", "containerd", "crio".',
+    )
+    policy: Literal["warn", "fail", "off"] = Field(
+        "warn",
+        description='What a failed check does: "warn" logs it, "fail" stops nvdp, "off" skips the check.',
+    )
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _engines(cls, value: object) -> object:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError('expected "auto" or a list of engine names')
+        if not items:
+            raise ValueError('name at least one engine, or use "auto"')
+        if "auto" in items:
+            if len(items) > 1:
+                raise ValueError('"auto" cannot be combined with engine names')
+            return "auto"
+        for item in items:
+            if item not in ENGINES:
+                raise ValueError(f"unknown engine {item!r}: expected {_choices(ENGINES)}")
+        return tuple(dict.fromkeys(items))
+
+
+class PluginConfig(_Section):
+    """How GPUs are handed to containers; upstream's flags and flags.plugin keys."""
+
+    fail_on_init_error: bool = Field(
+        True,
+        description="Exit with an error when NVML cannot be initialised (no driver). "
+        "false: keep running and advertise no GPUs, as the 2019 plugin did.",
+    )
+    pass_device_specs: bool = Field(
+        False,
+        description="Also return the /dev/nvidia* device nodes in Allocate; needed with "
+        "kubelet's static CPU manager policy.",
+    )
+    device_list_strategy: tuple[DeviceListStrategy, ...] = Field(
+        ("envvar",),
+        description='How the allocated GPUs are passed to the container runtime: "envvar" '
+        '(NVIDIA_VISIBLE_DEVICES) and/or "volume-mounts" (/var/run/nvidia-container-devices/<id>). '
+        "A single string or a list.",
+    )
+    device_id_strategy: Literal["uuid", "index"] = Field(
+        "uuid", description='How GPUs are named to the runtime: "uuid" (GPU-...) or "index" (0, 1, ...).'
+    )
+    nvidia_driver_root: AbsolutePath = Field(
+        Path("/"),
+        description="Root of the NVIDIA driver installation on the host, e.g. /run/nvidia/driver "
+        "for a containerised driver.",
+    )
+    nvidia_dev_root: AbsolutePathOrEmpty = Field(
+        "",
+        description='Prefix of the /dev/nvidia* paths passed to the runtime. "" means the same as '
+        "nvidia_driver_root.",
+    )
+
+    @field_validator("device_list_strategy", mode="before")
+    @classmethod
+    def _strategies(cls, value: object) -> object:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError("expected a strategy name or a list of them")
+        if not items:
+            raise ValueError(f"name at least one strategy: {_choices(DEVICE_LIST_STRATEGIES)}")
+        for item in items:
+            if item in UNSUPPORTED_DEVICE_LIST_STRATEGIES:
+                raise ValueError(
+                    f"{item!r} is not supported yet (supported: {_choices(DEVICE_LIST_STRATEGIES)})"
+                )
+            if item not in DEVICE_LIST_STRATEGIES:
+                raise ValueError(f"unknown strategy {item!r}: expected {_choices(DEVICE_LIST_STRATEGIES)}")
+        return tuple(dict.fromkeys(items))
+
+    @property
+    def dev_root_path(self) -> Path:
+        return Path(self.nvidia_dev_root) if self.nvidia_dev_root else self.nvidia_driver_root
+
+
+class LoggingConfig(_Section):
+    """Log output; journald adds timestamps and the unit name to plain lines."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Least severe level logged.")
+    format: Literal["plain", "json"] = Field(
+        "plain", description='"plain": one line per message, for journald; "json": one JSON object per line.'
+    )
+
+
+def _resource_name(value: str) -> str:
+    error = validate_extended_resource_name(value)
+    if error:
+        raise ValueError(error)
+    return value
+
+
+def _version(value: object) -> object:
+    if type(value) is not int or value != CONFIG_VERSION:
+        raise ValueError(f"unsupported config version; this nvdp reads version = {CONFIG_VERSION}")
+    return value
+
+
+class Config(BaseSettings):
+    """The whole configuration. Frozen: a reload builds a new one and compares."""
+
+    # Sources are reduced to init kwargs: loader.py merges file, environment and
+    # flags itself, so it can read an injected environ and tell where each value
+    # came from. env_prefix/env_nested_delimiter name the convention it follows.
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix="NVDP_", env_nested_delimiter="__")
+
+    version: Annotated[int, BeforeValidator(_version)] = Field(
+        CONFIG_VERSION, description=f"Format version of this file; must be {CONFIG_VERSION}."
+    )
+    resource_name: Annotated[str, AfterValidator(_resource_name)] = Field(
+        "nvidia.com/gpu",
+        description="Extended resource name advertised to kubelet. Checked with kubelet's rules "
+        "(a domain prefix, at most one '/', a DNS-subdomain prefix, a name of at most 63 characters).",
+    )
+    kubelet: KubeletConfig = Field(default_factory=KubeletConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    runtime_check: RuntimeCheckConfig = Field(default_factory=RuntimeCheckConfig)
+    plugin: PluginConfig = Field(default_factory=PluginConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    name: typing.cast(type[_Section], field.annotation)
+    for name, field in Config.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+}
+
+
+def config_keys() -> list[str]:
+    """Every leaf key as a dotted path, in file order: ``version``, ..., ``logging.format``."""
+    keys = [name for name in Config.model_fields if name not in SECTIONS]
+    for section, model in SECTIONS.items():
+        keys.extend(f"{section}.{name}" for name in model.model_fields)
+    return keys
+
+
+def field_info(key: str) -> Any:
+    """The pydantic FieldInfo of a dotted leaf key."""
+    section, _, name = key.rpartition(".")
+    model: type[BaseModel] = SECTIONS[section] if section else Config
+    return model.model_fields[name]
+
+
+def is_list_key(key: str) -> bool:
+    """True for keys whose value is a list (an env var or flag then holds a comma-separated list)."""
+    return _mentions_tuple(field_info(key).annotation)
+
+
+def _mentions_tuple(annotation: object) -> bool:
+    if typing.get_origin(annotation) is tuple:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated):
+        return any(_mentions_tuple(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    return ", ".join(repr(v) for v in values)

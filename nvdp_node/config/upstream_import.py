@@ -1,0 +1,169 @@
+"""Translate an upstream NVIDIA k8s-device-plugin config file into nvdp TOML.
+
+``nvdp config import FILE`` calls :func:`import_upstream_file`. Upstream's
+format (nvidia-plugin.md §1b) is YAML or JSON with ``version: v1`` and the
+tables ``flags``, ``flags.plugin``, ``resources``, ``sharing`` and ``imex``.
+Keys with an nvdp equivalent become TOML keys; everything else becomes a
+warning, because upstream ignores unknown keys and nvdp must not pretend to
+honour what it does not implement.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from nvdp_node.config.errors import UNSUPPORTED_UPSTREAM, ConfigError, show_value
+from nvdp_node.config.loader import parse_config
+from nvdp_node.config.render import render_template
+from nvdp_node.config.schema import UNSUPPORTED_DEVICE_LIST_STRATEGIES, Config
+
+# Upstream key path -> nvdp key.
+EQUIVALENTS: dict[tuple[str, ...], str] = {
+    ("flags", "failOnInitError"): "plugin.fail_on_init_error",
+    ("flags", "nvidiaDriverRoot"): "plugin.nvidia_driver_root",
+    ("flags", "nvidiaDevRoot"): "plugin.nvidia_dev_root",
+    ("flags", "plugin", "passDeviceSpecs"): "plugin.pass_device_specs",
+    ("flags", "plugin", "deviceListStrategy"): "plugin.device_list_strategy",
+    ("flags", "plugin", "deviceIDStrategy"): "plugin.device_id_strategy",
+}
+# Upstream key path -> (values under which nvdp behaves the same, why others are dropped).
+WITHOUT_EQUIVALENT: dict[tuple[str, ...], tuple[tuple[object, ...], str]] = {
+    ("flags", "migStrategy"): (("none",), UNSUPPORTED_UPSTREAM["mig_strategy"]),
+    ("flags", "mpsRoot"): (("",), UNSUPPORTED_UPSTREAM["mps"]),
+    ("flags", "gdrcopyEnabled"): ((False,), UNSUPPORTED_UPSTREAM["gdrcopy_enabled"]),
+    ("flags", "gdsEnabled"): ((False,), UNSUPPORTED_UPSTREAM["gds_enabled"]),
+    ("flags", "mofedEnabled"): ((False,), UNSUPPORTED_UPSTREAM["mofed_enabled"]),
+    ("flags", "deviceDiscoveryStrategy"): (("auto", "nvml"), UNSUPPORTED_UPSTREAM["device_discovery_strategy"]),
+    ("flags", "useNodeFeatureAPI"): ((False,), "a GPU feature discovery setting; nvdp does not run GFD"),
+    ("flags", "gfd"): (({},), "GPU feature discovery settings; nvdp does not run GFD"),
+    ("flags", "plugin", "cdiAnnotationPrefix"): (("cdi.k8s.io/",), UNSUPPORTED_UPSTREAM["cdi_annotation_prefix"]),
+    ("flags", "plugin", "nvidiaCTKPath"): (("/usr/bin/nvidia-ctk",), UNSUPPORTED_UPSTREAM["nvidia_ctk_path"]),
+    ("flags", "plugin", "containerDriverRoot"): (("/driver-root", "/"), UNSUPPORTED_UPSTREAM["container_driver_root"]),
+    ("flags", "plugin", "sharedDevicesAllocationPolicy"): (("distributed",), UNSUPPORTED_UPSTREAM["sharing"]),
+    ("imex", "channelIDs"): (([],), UNSUPPORTED_UPSTREAM["imex"]),
+    ("imex", "required"): ((False,), UNSUPPORTED_UPSTREAM["imex"]),
+    ("resources", "gpus"): (([],), UNSUPPORTED_UPSTREAM["resources"] + " (upstream ignores it too)"),
+    ("resources", "mig"): (([],), UNSUPPORTED_UPSTREAM["resources"] + " (upstream ignores it too)"),
+    ("sharing", "timeSlicing"): ((), UNSUPPORTED_UPSTREAM["sharing"] + "; each GPU is advertised once"),
+    ("sharing", "mps"): ((), UNSUPPORTED_UPSTREAM["sharing"] + "; each GPU is advertised once"),
+}
+_TABLES = {("flags",), ("flags", "plugin"), ("imex",), ("resources",), ("sharing",)}
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """The TOML to install, the config it describes, and what could not be carried over."""
+
+    toml: str
+    config: Config
+    warnings: list[str] = field(default_factory=list)
+
+
+def import_upstream_file(path: Path) -> ImportResult:
+    """Read ``path`` ("-" for stdin) and translate it; raise :class:`ConfigError` if it is unusable."""
+    header = f"cannot import {path}"
+    try:
+        raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(header, [f"cannot read {path}: {reason}"], path=path) from None
+    return import_upstream_text(text, path)
+
+
+def import_upstream_text(text: str, path: Path = Path("<input>")) -> ImportResult:
+    header = f"cannot import {path}"
+    document = _parse(text, path, header)
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    warnings: list[str] = []
+    errors: list[str] = []
+    if document is None:
+        document = {}  # upstream: an empty file is a valid v1 config
+    if not isinstance(document, Mapping):
+        raise ConfigError(header, ["expected a mapping with the keys version, flags, resources, sharing, imex"])
+    version = document.get("version")
+    if version not in (None, "", "v1"):
+        raise ConfigError(header, [f"version: unknown version {show_value(version)} (upstream knows only v1)"])
+    rest = {k: v for k, v in document.items() if k != "version"}
+    _walk((), rest, values, sources, warnings, errors)
+
+    nested: dict[str, dict[str, object]] = {}
+    for key, value in values.items():
+        section, _, leaf = key.partition(".")
+        nested.setdefault(section, {})[leaf] = value
+    config = parse_config(nested, header=header, sources=sources, path=path, errors=errors)
+    preamble = [f"Imported from {path} by `nvdp config import`."]
+    preamble += [f"warning: {w}" for w in warnings]
+    return ImportResult(render_template(config, active=values, preamble=preamble), config, warnings)
+
+
+def _parse(text: str, path: Path, header: str) -> object:
+    # sigs.k8s.io/yaml reads both; JSON first so its errors name JSON positions.
+    if path.suffix == ".json" or text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(header, [f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(header, [f"{where}: invalid YAML: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(header, [f"{path}: invalid YAML: {exc}"]) from None
+
+
+def _walk(
+    prefix: tuple[str, ...],
+    table: Mapping[object, object],
+    values: dict[str, object],
+    sources: dict[str, str],
+    warnings: list[str],
+    errors: list[str],
+) -> None:
+    for key, value in table.items():
+        path = (*prefix, str(key))
+        name = ".".join(path)
+        if value is None:  # upstream: null means "not set"
+            continue
+        if path in _TABLES:
+            if isinstance(value, Mapping):
+                _walk(path, value, values, sources, warnings, errors)
+            else:
+                errors.append(f"{name}: expected a mapping (got {show_value(value)})")
+        elif path == ("flags", "plugin", "deviceListStrategy"):
+            kept = _device_list_strategy(name, value, warnings)
+            if kept is not None:
+                values[EQUIVALENTS[path]], sources[EQUIVALENTS[path]] = kept, f"upstream {name}"
+        elif path in EQUIVALENTS:
+            values[EQUIVALENTS[path]], sources[EQUIVALENTS[path]] = value, f"upstream {name}"
+        elif path in WITHOUT_EQUIVALENT:
+            same, why = WITHOUT_EQUIVALENT[path]
+            if value not in same:
+                shown = "" if isinstance(value, (Mapping, list)) and value else f" = {show_value(value)}"
+                warnings.append(f"{name}{shown} dropped: {why}")
+        else:
+            warnings.append(f"{name}: unknown upstream key, ignored (upstream ignores it too)")
+
+
+def _device_list_strategy(name: str, value: object, warnings: list[str]) -> object:
+    """Drop the CDI strategies with a warning; None if nothing is left (nvdp's default applies)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        return value  # let validation report the bad type
+    dropped = [item for item in items if item in UNSUPPORTED_DEVICE_LIST_STRATEGIES]
+    kept = [item for item in items if item not in UNSUPPORTED_DEVICE_LIST_STRATEGIES]
+    if dropped:
+        warnings.append(f"{name}: {', '.join(map(str, dropped))} dropped: {UNSUPPORTED_UPSTREAM['nvidia_ctk_path']}")
+    if dropped and not kept:
+        warnings.append(f'{name}: nothing left, so nvdp\'s default "envvar" applies')
+        return None
+    return kept
