@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.kubelet_peer.plugin", "tests.system.plugin"]
