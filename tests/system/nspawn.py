@@ -67,7 +67,7 @@ DEFAULT_PACKAGES: tuple[str, ...] = (
     "ca-certificates",
 )
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-#: Bump when _customize_rootfs (or anything else that shapes the image) changes.
+#: Bump when Image._customize (or anything else that shapes the image) changes.
 IMAGE_FORMAT = 1
 BOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Units masked in the image: no console login, no periodic jobs, no first-boot wizard.
@@ -644,6 +644,7 @@ class Box:
 
     def _launch(self) -> None:
         args: list[str] = []
+        self.cgroups = []
         if not Path("/run/systemd/system").is_dir():
             # No systemd on the host: nspawn cannot get a scope, so it uses the
             # cgroup it starts in; give it one per box, in both hierarchies.
@@ -709,6 +710,14 @@ class Box:
         state = ""
         while True:
             rc = self._nspawn_exited()
+            if rc == 133 and self._proc is not None:
+                # `systemctl reboot` inside the box: nspawn exits with 133 (what
+                # systemd-nspawn@.service's RestartForceExitStatus= is for)
+                _log(f"box {self.name} rebooted itself; starting nspawn again")
+                self._proc = None
+                self.leader = None
+                self._launch()
+                continue
             if rc is not None:
                 raise BoxError(f"systemd-nspawn exited with status {rc} during boot (log: {self.console_log})")
             if self.leader is None or not self.leader.alive():
@@ -776,7 +785,11 @@ class Box:
         return self.start(timeout=timeout)
 
     def wait(self, timeout: float = 90) -> str:
-        """Wait for boot to finish (e.g. after ``systemctl reboot`` inside); returns the state."""
+        """Wait for boot to finish; returns the state.
+
+        After ``systemctl reboot`` inside the box, call this: nspawn exits with
+        status 133 and is started again here (the box's state is kept as is).
+        """
         self._wait_boot(timeout)
         return self.state or ""
 
