@@ -74,6 +74,7 @@ class TinyPlugin(pb_grpc.DevicePluginServicer):
         self._cond = threading.Condition()
         self._stopping = False
         self._server: grpc.Server | None = None
+        self.active_streams = 0
 
     # steering ----------------------------------------------------------------
     def start(self) -> TinyPlugin:
@@ -134,6 +135,9 @@ class TinyPlugin(pb_grpc.DevicePluginServicer):
 
     def ListAndWatch(self, request, context) -> Iterator[pb.ListAndWatchResponse]:  # noqa: N802
         self._enter("ListAndWatch", request, context)
+        with self._cond:
+            self.active_streams += 1
+        context.add_callback(self._stream_ended)
         sent, seen = 0, -1
         while True:
             if self.list_and_watch_fail_after is not None and sent >= self.list_and_watch_fail_after:
@@ -148,6 +152,15 @@ class TinyPlugin(pb_grpc.DevicePluginServicer):
                 msg = pb.ListAndWatchResponse(devices=self._devices)
             yield msg
             sent += 1
+
+    def _stream_ended(self) -> None:
+        with self._cond:
+            self.active_streams -= 1
+            self._cond.notify_all()
+
+    def wait_streams(self, count: int, timeout: float = 5.0) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.active_streams == count, timeout), self.active_streams
 
     def GetPreferredAllocation(self, request, context):  # noqa: N802
         self._enter("GetPreferredAllocation", request, context)
@@ -645,9 +658,10 @@ def test_restart_ends_the_plugins_list_and_watch_stream(kubelet_peer, plugins):
     plugin = plugins([dev("a")])
     plugin.register()
     kubelet_peer.wait_node_status(RES, (1, 1))
+    plugin.wait_streams(1)
     kubelet_peer.restart()
-    # the stream's client went away with the old kubelet: the stream ends on the plugin side
-    kubelet_peer.wait_until(lambda: any("ListAndWatch ended" in e for _, e in kubelet_peer.events))
+    plugin.wait_streams(0)  # the old kubelet's connection is gone
+    assert any("ListAndWatch ended" in e for _, e in kubelet_peer.events)
 
 
 @pytest.mark.parametrize("kubelet_peer", [GRACE], indirect=True)
@@ -733,9 +747,10 @@ def test_stop_closes_the_plugins_stream(kubelet_peer_factory):
     try:
         plugin.register()
         peer.wait_node_status(RES, (1, 1))
+        plugin.wait_streams(1)
         peer.stop()
+        plugin.wait_streams(0)
         assert not peer.socket_path.exists()
-        assert threading.active_count() < 40
     finally:
         plugin.stop()
 
@@ -753,23 +768,25 @@ def _spawn_cli(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 10.0) -> list[str]:
+def _read_until(proc: subprocess.Popen[str], *needles: str, timeout: float = 10.0) -> list[str]:
+    """Read stdout lines until every needle has appeared in some line."""
     lines: list[str] = []
+    missing = set(needles)
     done = threading.Event()
 
     def reader() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))
-            if needle in line:
-                done.set()
-                return
+            missing.difference_update({n for n in missing if n in line})
+            if not missing:
+                break
         done.set()
 
     threading.Thread(target=reader, daemon=True).start()
-    if not done.wait(timeout) or not any(needle in x for x in lines):
+    if not done.wait(timeout) or missing:
         proc.kill()
-        raise AssertionError(f"{needle!r} not printed; got {lines}; stderr {proc.communicate()[1]}")
+        raise AssertionError(f"{sorted(missing)} not printed; got {lines}; stderr {proc.communicate()[1]}")
     return lines
 
 
@@ -784,8 +801,8 @@ def test_the_cli_prints_registrations_and_status_and_exits_0_on_sigterm(tmp_path
         lines = _read_until(proc, f"{RES}: allocatable=2 capacity=2")
         assert f"registered {RES} via tiny-gpu.sock" in lines
         proc.send_signal(signal.SIGHUP)
-        lines = _read_until(proc, f"{RES}: allocatable=0 capacity=0")
-        assert any(x.startswith("restarted in") and "tiny-gpu.sock" in x for x in lines)
+        lines = _read_until(proc, "restarted in", f"{RES}: allocatable=0 capacity=0")
+        assert any(x.startswith("restarted in") and "removed sockets: tiny-gpu.sock" in x for x in lines)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

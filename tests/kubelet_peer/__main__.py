@@ -47,7 +47,11 @@ def _parse_allocate(value: str) -> tuple[str, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tests.kubelet_peer", description="kubelet device-manager stand-in")
-    p.add_argument("--dir", required=True, help="device-plugins directory (kubelet.sock is served there)")
+    p.add_argument(
+        "--dir",
+        default="/var/lib/kubelet/device-plugins",
+        help="device-plugins directory; kubelet.sock is served there (default: kubelet's /var/lib/kubelet/device-plugins)",
+    )
     p.add_argument("--grace", type=float, default=DEFAULT_GRACE_PERIOD, help="endpoint stop grace period, seconds")
     p.add_argument("--status-file", help="write node status as JSON here on every change")
     p.add_argument("--allocate", type=_parse_allocate, metavar="RESOURCE=N", help="allocate N devices once available")

@@ -362,7 +362,8 @@ class KubeletPeer:
         with self._lock:
             threads = list(self._threads)
         for t in threads:
-            t.join(timeout=5)
+            if t.ident is not None and t is not threading.current_thread():
+                t.join(timeout=5)
 
     def restart(self) -> float:
         """Behave like a kubelet restart; return how long it took (seconds).
@@ -477,46 +478,53 @@ class KubeletPeer:
         self._log(f"Got registration request from device plugin with resource {resource}")
         with self._lock:
             self._registration_counts[resource] = self._registration_counts.get(resource, 0) + 1
+        stream_thread: threading.Thread | None = None
         if not rn.is_version_supported(version):
             error: str | None = rn.unsupported_version_error(version)
         elif not rn.is_extended_resource_name(resource):
             error = rn.invalid_resource_name_error(resource)
         else:
-            error = self._connect_client(resource, endpoint, socket_path, generation)
+            error, stream_thread = self._connect_client(resource, endpoint, socket_path, generation)
         reg = Registration(resource, endpoint, version, socket_path, time.monotonic(), error is None, error)
         with self._lock:
             self._registrations.append(reg)
         self._log(f"registration of {resource} via {endpoint}: {reg.result}")
         self._refresh(event=("registration", reg))
+        if stream_thread is not None:
+            # kubelet starts ListAndWatch in a goroutine as Register returns
+            stream_thread.start()
         return error
 
-    def _connect_client(self, resource: str, endpoint: str, socket_path: str, generation: int) -> str | None:
+    def _connect_client(
+        self, resource: str, endpoint: str, socket_path: str, generation: int
+    ) -> tuple[str | None, threading.Thread | None]:
+        """Dial, GetDevicePluginOptions, install the endpoint; return (error, unstarted stream thread)."""
         channel = grpc.insecure_channel(f"unix:{socket_path}")
         with self._lock:
             if generation != self._generation:
                 channel.close()
-                return "kubelet is shutting down"
+                return "kubelet is shutting down", None
             self._pending_channels.add(channel)
         client = _Client(resource, endpoint, socket_path, channel, generation)
         try:
             if not self._dial(channel, generation):
                 client.close()
-                return "failed to dial device plugin: context deadline exceeded"
+                return "failed to dial device plugin: context deadline exceeded", None
             try:
                 options = self._invoke(
                     client, "GetDevicePluginOptions", client.stub.GetDevicePluginOptions, pb.Empty(), self.options_timeout
                 )
             except grpc.RpcError as e:
                 client.close()
-                return f"failed to get device plugin options: {go_error(e)}"
+                return f"failed to get device plugin options: {go_error(e)}", None
             except ValueError as e:  # channel closed under us (kubelet stopping)
                 client.close()
-                return f"failed to get device plugin options: {e}"
+                return f"failed to get device plugin options: {e}", None
             client.options = options
             with self._lock:
                 if generation != self._generation:
                     client.close()
-                    return "kubelet is shutting down"
+                    return "kubelet is shutting down", None
                 self._state.endpoints[resource] = _Endpoint(resource, client, options)
                 self._clients.add(client)
                 thread = threading.Thread(
@@ -524,8 +532,7 @@ class KubeletPeer:
                 )
                 client.thread = thread
                 self._threads.add(thread)
-            thread.start()
-            return None
+            return None, thread
         finally:
             with self._lock:
                 self._pending_channels.discard(channel)
