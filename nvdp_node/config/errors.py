@@ -161,7 +161,7 @@ def toml_error_lines(path: Path, text: str, exc: ValueError) -> list[str]:
         message = message.replace(" (at end of document)", "")
         line, col = len(source_lines), len(source_lines[-1]) + 1
     shown = source_lines[line - 1] if 0 < line <= len(source_lines) else ""
-    if message == "Invalid value" and shown[col - 1 : col].isalpha():
+    if message == "Invalid value" and (shown[col - 1 : col].isalpha() or shown[col - 1 : col] in ("/", ".")):
         message += " (strings must be quoted, e.g. key = \"value\")"
     caret = " " * len(shown[: col - 1].expandtabs()) + "^"
     return [f"{path}:{line}:{col}: invalid TOML: {message}", f"  {shown.expandtabs()}", f"  {caret}"]

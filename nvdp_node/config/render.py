@@ -27,9 +27,10 @@ HEADER = f"""\
 # variable (the "env:" line) > this file > default.
 #
 # `nvdp config validate` checks this file, `nvdp config show --sources` prints
-# the effective configuration and where each value came from. Changes apply
-# when nvdp is restarted or reloaded. Every key is described in
-# configuration.md in the nvdp documentation.
+# the effective configuration and where each value came from. Apply changes
+# with `systemctl reload nvdp`: an invalid file is reported and the running
+# configuration kept. Every key is described in configuration.md in the nvdp
+# documentation.
 """
 
 

@@ -9,6 +9,7 @@ the daemon reads the frozen result (``config.kubelet.socket_dir``, ...).
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from pathlib import Path, PurePosixPath
@@ -137,7 +138,7 @@ class RuntimeCheckConfig(_Section):
             return "auto"
         for item in items:
             if item not in ENGINES:
-                raise ValueError(f"unknown engine {item!r}: expected {_choices(ENGINES)}")
+                raise ValueError(f"unknown engine {_q(item)}: expected {_choices(ENGINES)}")
         return tuple(dict.fromkeys(items))
 
 
@@ -185,10 +186,10 @@ class PluginConfig(_Section):
         for item in items:
             if item in UNSUPPORTED_DEVICE_LIST_STRATEGIES:
                 raise ValueError(
-                    f"{item!r} is not supported yet (supported: {_choices(DEVICE_LIST_STRATEGIES)})"
+                    f"{_q(item)} is not supported yet (supported: {_choices(DEVICE_LIST_STRATEGIES)})"
                 )
             if item not in DEVICE_LIST_STRATEGIES:
-                raise ValueError(f"unknown strategy {item!r}: expected {_choices(DEVICE_LIST_STRATEGIES)}")
+                raise ValueError(f"unknown strategy {_q(item)}: expected {_choices(DEVICE_LIST_STRATEGIES)}")
         return tuple(dict.fromkeys(items))
 
     @property
@@ -288,4 +289,9 @@ def _mentions_tuple(annotation: object) -> bool:
 
 
 def _choices(values: tuple[str, ...]) -> str:
-    return ", ".join(repr(v) for v in values)
+    return ", ".join(_q(v) for v in values)
+
+
+def _q(value: object) -> str:
+    """Quote like TOML (and like the "got ..." part of error lines)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
