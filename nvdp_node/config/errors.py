@@ -109,12 +109,12 @@ def format_validation_error(exc: ValidationError, sources: Mapping[str, str] | N
             lines.append(f"{path}: unknown key" + (f" ({hint})" if hint else ""))
             continue
         msg = _friendly(err["type"], err["msg"])
-        origin = _source_of(loc, sources or {})
-        origin = f", from {origin}" if origin not in ("file", "default", "") else ""
         shown = show_value(err.get("input"))
-        got = "" if shown in msg else f"got {shown}"
-        detail = ", ".join(part for part in (got, origin.removeprefix(", ")) if part)
-        lines.append(f"{path}: {msg}" + (f" ({detail})" if detail else ""))
+        details = [] if shown in msg else [f"got {shown}"]
+        origin = _source_of(loc, sources or {})
+        if origin not in ("file", "default", ""):  # the header already names the file
+            details.append(f"from {origin}")
+        lines.append(f"{path}: {msg}" + (f" ({', '.join(details)})" if details else ""))
     return lines
 
 

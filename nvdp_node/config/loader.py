@@ -58,7 +58,7 @@ def resolve_config_path(path: Path | None, environ: Mapping[str, str] = os.envir
 
 
 def env_var_name(key: str) -> str:
-    """"kubelet.socket_dir" -> "NVDP_KUBELET__SOCKET_DIR"."""
+    """The variable that sets a dotted key: kubelet.socket_dir -> NVDP_KUBELET__SOCKET_DIR."""
     return ENV_PREFIX + key.upper().replace(".", ENV_DELIMITER)
 
 
@@ -108,7 +108,7 @@ def parse_config(
 ) -> Config:
     """Validate an already-merged mapping (pure). ``errors`` found earlier are reported first."""
     lines = list(errors or [])
-    clean = {}
+    clean: dict[object, object] = {}
     for key, value in data.items():
         # BaseSettings takes _env_file, _cli_parse_args, ... from its input as
         # its own arguments, even in model_validate; never let a file set those.
@@ -117,14 +117,14 @@ def parse_config(
             lines.append(f"{key}: unknown key" + (f" ({hint})" if hint else ""))
         else:
             clean[key] = value
-    config = None
     try:
         config = Config.model_validate(clean)
     except ValidationError as exc:
         lines.extend(format_validation_error(exc, sources))
-    if lines or config is None:
-        raise ConfigError(header, lines, path=path)
-    return config
+    else:
+        if not lines:
+            return config
+    raise ConfigError(header, lines, path=path)
 
 
 def read_config_file(path: Path) -> dict[str, object] | None:
