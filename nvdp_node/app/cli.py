@@ -19,7 +19,7 @@ from nvdp_node.app import config_cli
 from nvdp_node.app.settings import HealthSettings, HostPaths, ServeSettings
 from nvdp_node.config import Config, ConfigError, load_config
 from nvdp_node.domain.errors import EX_CONFIG, PermanentError
-from nvdp_node.domain.health_policy import HealthPolicy
+from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
 
 DESCRIPTION = """\
 nvdp advertises this node's NVIDIA GPUs to kubelet through the device plugin
@@ -124,6 +124,10 @@ def serve_settings(config: Config, host: HostPaths) -> ServeSettings:
             policy=HealthPolicy(
                 ignored_xids=frozenset(config.health.ignored_xids),
                 force_enabled_xids=frozenset(config.health.force_enabled_xids),
+                unattributed_marks_all=config.health.unattributed_events == "mark-all",
+            ),
+            recovery=RecoveryPolicy(
+                enabled=config.health.recovery, quiet_period=float(config.health.recovery_quiet_period)
             ),
         ),
         host=host,

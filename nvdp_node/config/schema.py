@@ -106,6 +106,20 @@ class HealthConfig(_Section):
         "DP_ENABLE_HEALTHCHECKS=<list> adds to this list.",
     )
 
+    unattributed_events: Literal["mark-all", "ignore"] = Field(
+        "mark-all",
+        description='An XID event NVML cannot attribute to a GPU: "mark-all" marks every GPU unhealthy '
+        '(upstream), "ignore" only logs it.',
+    )
+    recovery: bool = Field(
+        False,
+        description="Let an unhealthy GPU return to Healthy after recovery_quiet_period seconds without "
+        "events and a passing probe query. false (upstream): unhealthy until reload or restart.",
+    )
+    recovery_quiet_period: int = Field(
+        600, ge=1, description="Seconds without health events before a GPU may recover (with recovery = true)."
+    )
+
     @property
     def effective_ignored_xids(self) -> frozenset[int]:
         return frozenset(self.ignored_xids) - frozenset(self.force_enabled_xids)
@@ -122,6 +136,11 @@ class RuntimeCheckConfig(_Section):
     policy: Literal["warn", "fail", "off"] = Field(
         "warn",
         description='What a failed check does: "warn" logs it, "fail" stops nvdp, "off" skips the check.',
+    )
+    min_driver_version: str = Field(
+        "384.81",
+        pattern=r"^[0-9]+(\.[0-9]+){0,2}$",
+        description="Oldest NVIDIA driver version the driver check accepts (384.81: the original plugin's minimum).",
     )
 
     @field_validator("engines", mode="before")
