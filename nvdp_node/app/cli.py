@@ -2,7 +2,7 @@
 
 Entry point of the console script and of the systemd unit. Commands load the
 configuration once (file < environment < flags), then hand plain settings to
-the supervisor or the adapters. Exit codes are documented in docs/cli.md.
+the supervisor or the adapters. Exit codes are listed in `nvdp --help`.
 """
 
 from __future__ import annotations
