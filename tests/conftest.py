@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.kubelet_peer.plugin", "tests.system.plugin"]
+pytest_plugins = ["tests.kubelet_peer.plugin", "tests.system.plugin", "tests.mock_nvml.plugin"]

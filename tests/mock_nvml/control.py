@@ -1,0 +1,125 @@
+"""Fault injection for the mock NVML: XID/ECC events, lost GPUs, failing waits.
+
+Tests (and the demo script) call :class:`Control` to append commands to the
+file named by ``MOCK_NVML_CONTROL``; the mock library in *every* process
+using that file picks them up within one poll interval (~5 ms). The file is
+append-only and each command is one ``O_APPEND`` write, so writers in several
+processes never interleave. The line format is documented in
+``src/control.h`` and README.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+GpuRef = int | str
+
+# The NVML error names the mock understands (nvmlReturn_t in nvml.h, minus NVML_SUCCESS).
+ERROR_NAMES = frozenset({
+    "NVML_ERROR_UNINITIALIZED", "NVML_ERROR_INVALID_ARGUMENT", "NVML_ERROR_NOT_SUPPORTED",
+    "NVML_ERROR_NO_PERMISSION", "NVML_ERROR_ALREADY_INITIALIZED", "NVML_ERROR_NOT_FOUND",
+    "NVML_ERROR_INSUFFICIENT_SIZE", "NVML_ERROR_INSUFFICIENT_POWER", "NVML_ERROR_DRIVER_NOT_LOADED",
+    "NVML_ERROR_TIMEOUT", "NVML_ERROR_IRQ_ISSUE", "NVML_ERROR_LIBRARY_NOT_FOUND",
+    "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_CORRUPTED_INFOROM", "NVML_ERROR_GPU_IS_LOST",
+    "NVML_ERROR_RESET_REQUIRED", "NVML_ERROR_OPERATING_SYSTEM", "NVML_ERROR_LIB_RM_VERSION_MISMATCH",
+    "NVML_ERROR_IN_USE", "NVML_ERROR_MEMORY", "NVML_ERROR_NO_DATA", "NVML_ERROR_VGPU_ECC_NOT_SUPPORTED",
+    "NVML_ERROR_INSUFFICIENT_RESOURCES", "NVML_ERROR_FREQ_NOT_SUPPORTED",
+    "NVML_ERROR_ARGUMENT_VERSION_MISMATCH", "NVML_ERROR_DEPRECATED", "NVML_ERROR_NOT_READY",
+    "NVML_ERROR_GPU_NOT_FOUND", "NVML_ERROR_INVALID_STATE", "NVML_ERROR_RESET_TYPE_NOT_SUPPORTED",
+    "NVML_ERROR_UNKNOWN",
+})
+
+
+class Control:
+    """Appends commands to one control file.
+
+    ``profile`` (the parsed node description) is optional; when given, GPU
+    references are checked against it so a typo fails here rather than as a
+    warning on the mock's stderr.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, profile: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self._profile = profile
+
+    def xid(self, gpu: GpuRef, xid: int, gi: int | None = None, ci: int | None = None) -> None:
+        """An XID critical error on ``gpu`` (index, ``GPU-`` or ``MIG-`` UUID).
+
+        ``gi``/``ci`` attribute it to a GPU/compute instance; a ``MIG-`` UUID
+        implies its own instance ids. Otherwise both are 0xFFFFFFFF in the event.
+        """
+        if (gi is None) != (ci is None):
+            raise ValueError("give both gi and ci, or neither")
+        _check_count("xid", xid, minimum=0)
+        line = f"xid gpu={self._gpu(gpu)} xid={xid}"
+        if gi is not None and ci is not None:
+            _check_count("gi", gi, minimum=0)
+            _check_count("ci", ci, minimum=0)
+            line += f" gi={gi} ci={ci}"
+        self._append(line)
+
+    def ecc(self, gpu: GpuRef, *, double_bit: bool = True) -> None:
+        """A double-bit (default) or single-bit ECC error event on ``gpu``."""
+        self._append(f"ecc gpu={self._gpu(gpu)} bits={'double' if double_bit else 'single'}")
+
+    def lose(self, gpu: GpuRef) -> None:
+        """From now on every call on ``gpu`` or its MIG devices returns NVML_ERROR_GPU_IS_LOST."""
+        self._append(f"lose gpu={self._gpu(gpu)}")
+
+    def wait_errors(self, code_name: str, count: int = -1) -> None:
+        """The next ``count`` nvmlEventSetWait calls, in any process, fail with ``code_name``.
+
+        ``count=-1`` means every call from now on; ``count=0`` cancels.
+        A newer ``wait_errors`` replaces an older one.
+        """
+        if code_name not in ERROR_NAMES:
+            raise ValueError(f"{code_name!r} is not an NVML error name such as 'NVML_ERROR_UNKNOWN'")
+        _check_count("count", count, minimum=-1)
+        self._append(f"wait_error code={code_name} count={count}")
+
+    def clear(self) -> None:
+        """Un-lose every GPU and cancel injected wait errors (delivered events stay delivered)."""
+        self._append("clear")
+
+    def lines(self) -> list[str]:
+        """Every command written so far, including the mock's own bookkeeping lines."""
+        try:
+            return self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def _gpu(self, gpu: GpuRef) -> str:
+        if isinstance(gpu, bool) or not isinstance(gpu, (int, str)):
+            raise TypeError(f"gpu must be an NVML index or a UUID, not {gpu!r}")
+        if isinstance(gpu, int):
+            _check_count("gpu", gpu, minimum=0)
+        elif not gpu.startswith(("GPU-", "MIG-")) or any(c.isspace() or c == "=" for c in gpu):
+            raise ValueError(f"gpu {gpu!r} is neither an index nor a GPU-/MIG- UUID")
+        if self._profile is not None and not _known(self._profile, gpu):
+            raise ValueError(f"gpu {gpu!r} is not a GPU or MIG device of this profile")
+        return str(gpu)
+
+    def _append(self, line: str) -> None:
+        data = (line + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            written = os.write(fd, data)
+        finally:
+            os.close(fd)
+        if written != len(data):
+            raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
+
+
+def _check_count(name: str, value: int, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+
+
+def _known(profile: Mapping[str, Any], gpu: GpuRef) -> bool:
+    gpus = profile.get("gpus", [])
+    if isinstance(gpu, int):
+        return gpu < len(gpus)
+    return any(g["uuid"] == gpu or any(m["uuid"] == gpu for m in g.get("mig_devices", [])) for g in gpus)

@@ -1,0 +1,99 @@
+/*
+ * The simulated node: what the mock NVML reports, loaded from the JSON node
+ * description named by MOCK_NVML_CONFIG (see tests/mock_nvml/README.md for
+ * the schema). Loaded by nvmlInit (from refcount 0) and by the few queries
+ * that real NVML answers without initialisation.
+ */
+#ifndef MOCK_NVML_NODE_H
+#define MOCK_NVML_NODE_H
+
+#include <nvml.h>
+#include <stddef.h>
+
+#define MOCK_MAX_GPUS 64
+#define MOCK_MAX_MIG 16
+#define MOCK_UUID_LEN 96
+#define MOCK_NAME_LEN 96
+
+/* The three event types upstream health checking registers. */
+#define MOCK_DEFAULT_EVENTS \
+    (nvmlEventTypeXidCriticalError | nvmlEventTypeDoubleBitEccError | nvmlEventTypeSingleBitEccError)
+
+typedef struct {
+    unsigned long long total;
+    unsigned long long free;
+    unsigned long long used;     /* v1 semantics: reserved + allocated */
+    unsigned long long reserved; /* reported separately by the v2 struct */
+} mock_memory;
+
+typedef struct {
+    unsigned domain, bus, device;
+} mock_pci_address;
+
+typedef struct {
+    int present;
+    int active;
+    mock_pci_address remote;
+    unsigned remote_pci_device_id;
+} mock_link;
+
+typedef struct {
+    unsigned index; /* MIG device index under its parent */
+    char uuid[MOCK_UUID_LEN];
+    char name[MOCK_NAME_LEN];
+    char profile[32];
+    unsigned gpu_instance_id;
+    unsigned compute_instance_id;
+    mock_memory memory;
+    nvmlDeviceAttributes_t attributes;
+} mock_mig;
+
+typedef struct {
+    unsigned index;
+    char uuid[MOCK_UUID_LEN];
+    char name[MOCK_NAME_LEN];
+    int has_brand;
+    nvmlBrandType_t brand;
+    unsigned minor_number;
+    mock_pci_address pci;
+    unsigned pci_device_id;
+    unsigned pci_subsystem_id;
+    mock_memory memory;
+    int numa_node; /* -1: none; only used for the default topology */
+    int cc_major, cc_minor;
+    int mig_capable;
+    unsigned mig_current, mig_pending, mig_max_devices;
+    unsigned mig_count;
+    mock_mig mig[MOCK_MAX_MIG];
+    unsigned long long supported_events;
+    nvmlReturn_t register_events_error; /* NVML_SUCCESS: none */
+    int has_nvlink;
+    mock_link links[NVML_NVLINK_MAX_LINKS];
+} mock_gpu;
+
+typedef struct {
+    char path[4096];
+    char driver_version[NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE];
+    char nvml_version[NVML_SYSTEM_NVML_VERSION_BUFFER_SIZE];
+    int cuda_driver_version;
+    int cuda_library_present;
+    nvmlReturn_t init_error;
+    unsigned gpu_count;
+    mock_gpu gpus[MOCK_MAX_GPUS];
+    nvmlGpuTopologyLevel_t topology[MOCK_MAX_GPUS][MOCK_MAX_GPUS];
+} mock_node;
+
+/*
+ * Load the node description at path into *node. On failure return 0 and
+ * write a one-line explanation (naming the JSON path of the bad value) to err.
+ */
+int mock_node_load(const char *path, mock_node *node, char *err, size_t errlen);
+
+/* Error-name table shared by the loader, the control file and nvmlErrorString. */
+int mock_error_from_name(const char *name, nvmlReturn_t *out);
+const char *mock_error_string(nvmlReturn_t code);
+
+/* Parse an NVML PCI bus id as nvmlDeviceGetHandleByPciBusId accepts it. */
+int mock_parse_bus_id(const char *text, mock_pci_address *out);
+
+#endif
