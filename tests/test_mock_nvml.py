@@ -638,6 +638,16 @@ def test_the_node_description_is_reread_on_each_init_from_zero(mock_nvml: MockNv
     assert pynvml.nvmlDeviceGetCount() == 8
 
 
+def test_the_legacy_nvml_init_fails_when_any_gpu_is_lost(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.lose(7)
+    pynvml.nvmlInit()  # the current nvmlInit_v2 semantics: lost GPUs fail only their own calls
+    assert call("nvmlInit") == pynvml.NVML_SUCCESS  # already initialised: just counted
+    pynvml.nvmlShutdown()
+    pynvml.nvmlShutdown()
+    assert call("nvmlInit") == pynvml.NVML_ERROR_GPU_IS_LOST
+
+
 def test_an_unimplemented_function_raises_function_not_found(mock_nvml: MockNvml) -> None:
     mock_nvml.use("h100-sxm-8")
     pynvml.nvmlInit()

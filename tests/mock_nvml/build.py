@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -97,7 +98,7 @@ def _fingerprint(header: Path, sources: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _replace_atomically(target: Path, write, mode: int | None = None) -> None:  # type: ignore[no-untyped-def]
+def _replace_atomically(target: Path, write: Callable[[Path], object], mode: int | None = None) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -38,6 +38,7 @@ def _on_loader_path(lib_dir: Path) -> bool:
     return any(Path(p).resolve() == lib_dir.resolve() for p in paths)
 
 
+@pytest.hookimpl(tryfirst=True)  # before other plugins do work the re-exec would throw away
 def pytest_configure(config: pytest.Config) -> None:
     lib_dir = build()
     if _on_loader_path(lib_dir):
