@@ -1,0 +1,88 @@
+"""containerd: the CRI plugin's default runtime and each runtime's ``BinaryName``.
+
+Called by ``nvdp_node.app.host_checks``. containerd has had three config
+layouts; the CRI runtime settings live under a different plugin id in each:
+
+* version 1 (no ``version`` key): ``plugins.cri.containerd``
+* version 2 (containerd 1.x): ``plugins."io.containerd.grpc.v1.cri".containerd``
+* version 3 (containerd 2.x): ``plugins."io.containerd.cri.v1.runtime".containerd``
+
+``imports`` (drop-in files, e.g. /etc/containerd/conf.d/*.toml) are merged
+over the main file in order, as containerd does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import PurePosixPath
+
+from nvdp_node.adapters.host.paths import HostRoot, lookup, merge, read_toml, toml_key
+from nvdp_node.domain.checks import EngineFacts, FileProblem, ProblemKind, Runtime, fatal
+
+CRI_PLUGIN = {1: "cri", 2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
+# Names under which disabled_plugins switches the CRI service off, per layout.
+CRI_SERVICE_IDS = {1: {"cri"}, 2: {"cri", "io.containerd.grpc.v1.cri"},
+                   3: {"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"}}
+
+
+def read_containerd(paths: HostRoot) -> EngineFacts:
+    """What containerd's CRI service on this host would run containers with."""
+    file = paths.containerd_config
+    binary = paths.locate("containerd")
+    main = read_toml(paths, file)
+    if isinstance(main, FileProblem):
+        return EngineFacts("containerd", binary, (file,), (main,))
+    files, problems, data = [file], [], main
+    for imported in _imports(paths, main, file, problems):
+        extra = read_toml(paths, imported)
+        files.append(imported)
+        if isinstance(extra, FileProblem):
+            problems.append(extra)
+        else:
+            data = merge(data, extra)
+    if fatal(problems):
+        return EngineFacts("containerd", binary, tuple(files), tuple(problems))
+    return containerd_facts(data, files=tuple(files), binary=binary, locate=paths.locate)
+
+
+def containerd_facts(
+    data: dict[str, object], *, files: tuple[str, ...], binary: str | None,
+    locate: Callable[[str], str | None],
+) -> EngineFacts:
+    """Normalise a parsed (and import-merged) containerd config."""
+    file, problems = files[0], []
+    version = data.get("version", 1)
+    if version not in CRI_PLUGIN or isinstance(version, bool):
+        problems.append(FileProblem(file, ProblemKind.INVALID, f"version = {version!r}: containerd reads 1, 2 or 3"))
+        return EngineFacts("containerd", binary, files, tuple(problems))
+    disabled = lookup(data, ("disabled_plugins",), list, file=file, problems=problems) or []
+    keys = ("plugins", CRI_PLUGIN[version], "containerd")
+    cri = lookup(data, keys, dict, file=file, problems=problems) or {}
+    prefix = toml_key(keys)
+    default = lookup(cri, ("default_runtime_name",), str, file=file, problems=problems, prefix=prefix)
+    table = lookup(cri, ("runtimes",), dict, file=file, problems=problems, prefix=prefix) or {}
+    runtimes: dict[str, Runtime] = {}
+    for name in table:
+        path = lookup(table, (name, "options", "BinaryName"), str, file=file, problems=problems,
+                      prefix=f"{prefix}.runtimes")
+        runtimes[name] = Runtime(name, path, path is not None and locate(path) is not None)
+    return EngineFacts(
+        "containerd", binary, files, tuple(problems),
+        default_runtime=default, default_from=file if default else None, builtin_default="runc",
+        runtimes=runtimes, cri_disabled=bool(CRI_SERVICE_IDS[version] & {str(p) for p in disabled}),
+    )
+
+
+def _imports(paths: HostRoot, main: dict[str, object], file: str, problems: list[FileProblem]) -> list[str]:
+    """Host paths named by ``imports``, globs expanded and sorted, relative to the main file."""
+    patterns = lookup(main, ("imports",), list, file=file, problems=problems) or []
+    found: list[str] = []
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            problems.append(FileProblem(file, ProblemKind.WRONG_TYPE, f"imports: {pattern!r} is not a string"))
+            continue
+        host = PurePosixPath(file).parent / pattern
+        matches = sorted(paths.at(host.parent).glob(host.name)) if any(c in host.name for c in "*?[") \
+            else [paths.at(host)]
+        found += [str(host.parent / m.name) for m in matches if m.is_file() or not m.exists()]
+    return found
