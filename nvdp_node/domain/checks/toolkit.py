@@ -69,9 +69,10 @@ def evaluate_toolkit(facts: ToolkitFacts, strategies: tuple[str, ...]) -> tuple[
         binaries = CheckResult("toolkit.binaries", "NVIDIA container toolkit", Status.OK, tuple(found))
     else:
         status = Status.ERROR if needed & set(missing) else Status.WARNING
+        why = "" if status is Status.ERROR else "; nvidia-ctk is what configures engines and writes CDI specs"
         binaries = CheckResult("toolkit.binaries", "NVIDIA container toolkit", status,
                                (f"not found: {', '.join(missing)}", *found),
-                               "install nvidia-container-toolkit (NVIDIA's apt repository)")
+                               f"install nvidia-container-toolkit (NVIDIA's apt repository){why}")
     return binaries, _toolkit_config(facts, strategies)
 
 
