@@ -567,8 +567,8 @@ except pynvml.NVMLError as e:
 
 def test_a_missing_driver_makes_init_raise_library_not_found_in_a_subprocess(mock_nvml: MockNvml) -> None:
     node = mock_nvml.use("driver-missing")
-    env = node.env()
-    assert str(build()) not in env.get("LD_LIBRARY_PATH", "").split(":")
+    env = {**os.environ, **node.env()}  # merging over the parent's environment must still drop the mock
+    assert str(build()) not in env["LD_LIBRARY_PATH"].split(":")
     out = subprocess.run([sys.executable, "-c", INIT_IN_SUBPROCESS], env=env, capture_output=True, text=True,
                          check=True, timeout=30).stdout
     assert out.strip() == "NVMLError_LibraryNotFound"

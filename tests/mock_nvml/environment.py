@@ -77,9 +77,9 @@ def subprocess_env(
 
     Starts from ``base`` (default: ``os.environ``) and puts the mock library
     first on ``LD_LIBRARY_PATH``. For :data:`DRIVER_MISSING` the mock directory
-    is removed from ``LD_LIBRARY_PATH`` instead, so ``libnvidia-ml.so.1``
-    cannot be loaded (on a host with a real NVIDIA driver it would still be
-    found through the ld.so cache).
+    is removed from ``LD_LIBRARY_PATH`` instead (the key is always present,
+    possibly empty), so ``libnvidia-ml.so.1`` cannot be loaded (on a host with
+    a real NVIDIA driver it would still be found through the ld.so cache).
     """
     env = dict(os.environ if base is None else base)
     lib_dir = build().resolve()
@@ -87,10 +87,9 @@ def subprocess_env(
     for key in (ENV_CONFIG, ENV_CONTROL, ENV_CALL_LOG):
         env.pop(key, None)
     if is_driver_missing(profile):
-        if others:
-            env["LD_LIBRARY_PATH"] = ":".join(others)
-        else:
-            env.pop("LD_LIBRARY_PATH", None)
+        # Set, not removed (glibc ignores an empty value), so that callers who
+        # merge this over another environment ({**os.environ, **env}) still drop the mock.
+        env["LD_LIBRARY_PATH"] = ":".join(others)
         return env
     env["LD_LIBRARY_PATH"] = ":".join([str(lib_dir), *others])
     env[ENV_CONFIG] = str(profile_path(profile))
