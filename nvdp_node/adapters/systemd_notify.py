@@ -21,15 +21,16 @@ log = logging.getLogger(__name__)
 class Notifier:
     """The messages nvdp sends; ``status`` remembers the last text for logs and tests."""
 
-    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
-        self.enabled = bool(environ.get("NOTIFY_SOCKET"))
+    def __init__(self) -> None:
+        # sdnotify reads NOTIFY_SOCKET from os.environ itself.
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
         self._notifier: sdnotify.SystemdNotifier | None = None
         self._failed = False
         self.status = ""
         if self.enabled:
             try:
                 self._notifier = sdnotify.SystemdNotifier(debug=True)
-            except (OSError, TypeError) as err:
+            except OSError as err:
                 self._fail(err)
 
     def send(self, *fields: str) -> None:
@@ -45,6 +46,11 @@ class Notifier:
             self._fail(err)
         else:
             self._failed = False
+
+    def close(self) -> None:
+        if self._notifier is not None and self._notifier.socket is not None:
+            self._notifier.socket.close()
+        self._notifier = None
 
     def _fail(self, err: Exception) -> None:
         if not self._failed:

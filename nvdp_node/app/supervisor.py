@@ -92,6 +92,7 @@ class Supervisor:
                 self._watcher.stop()
             if self.plugin is not None:
                 await self.plugin.stop()
+            self.notifier.close()
 
     async def _run(self) -> int:
         self.plugin = self._make_plugin(self.settings)

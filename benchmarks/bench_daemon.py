@@ -1,0 +1,203 @@
+"""nvdp's performance numbers, printed (not pass/fail): see docs/performance.md.
+
+Measures, against the mock NVML (8×H100) and the kubelet test peer:
+  1. Allocate latency over the plugin socket vs an empty unary call on an
+     identical grpc.aio server in another process (goal: p50/p99 ratio <= 1.5);
+  2. process start → Register received vs the bare import time of the
+     dependencies (goal: <= 1.3×, < 1 s);
+  3. kubelet.sock re-created → Register received, over 100 restarts (goal p99 < 250 ms);
+  4. XID injected → ListAndWatch update seen by kubelet (goal < 250 ms);
+  5. idle RSS (goal <= 45 MiB) and CPU over 60 s (goal <= 0.2 % of a core).
+Run with scripts/bench [--quick].
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb  # noqa: E402
+from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc  # noqa: E402
+from tests.kubelet_peer import KubeletPeer  # noqa: E402
+from tests.mock_nvml.environment import prepare  # noqa: E402
+
+GPU = "nvidia.com/gpu"
+DEPS = "import grpc, pynvml, pydantic, pydantic_settings, sdnotify, tomli_w, yaml, google.protobuf"
+
+EMPTY_SERVER = textwrap.dedent(
+    """
+    import asyncio, sys, grpc
+    from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb, deviceplugin_v1beta1_pb2_grpc as pb_grpc
+    class Empty(pb_grpc.DevicePluginServicer):
+        async def PreStartContainer(self, request, context):
+            return pb.PreStartContainerResponse()
+    async def main():
+        server = grpc.aio.server()
+        pb_grpc.add_DevicePluginServicer_to_server(Empty(), server)
+        server.add_insecure_port("unix://" + sys.argv[1])
+        await server.start()
+        print("ready", flush=True)
+        await server.wait_for_termination()
+    asyncio.run(main())
+    """
+)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.2f} ms"
+
+
+class Bench:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.work = Path(tempfile.mkdtemp(prefix="nvdp-bench-", dir="/tmp"))
+        self.node = prepare("h100-sxm-8", self.work / "nvml")
+        self.node.write_sysfs(self.work / "sys")
+        self.env = {**os.environ, **self.node.env(), "GRPC_VERBOSITY": "ERROR"}
+
+    def start_nvdp(self, plugin_dir: Path) -> subprocess.Popen[bytes]:
+        cmd = [
+            str(ROOT / ".venv/bin/nvdp"), "--config", str(self.work / "none.toml"), "serve",
+            "--socket-dir", str(plugin_dir), "--kubelet-socket", str(plugin_dir / "kubelet.sock"),
+            "--sysfs-root", str(self.work / "sys"),
+        ]
+        return subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def allocate_latency(self, peer: KubeletPeer, n: int) -> None:
+        ids = [g["uuid"] for g in self.node.profile["gpus"]]
+        empty_sock = peer.plugin_dir / "empty.sock"
+        server = subprocess.Popen(
+            [sys.executable, "-c", EMPTY_SERVER, str(empty_sock)], env={**self.env, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+        )
+        assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+        try:
+            with grpc.insecure_channel(f"unix://{peer.plugin_dir}/nvidia-gpu.sock") as a, \
+                    grpc.insecure_channel(f"unix://{empty_sock}") as b:
+                alloc = pb_grpc.DevicePluginStub(a).Allocate
+                empty = pb_grpc.DevicePluginStub(b).PreStartContainer
+                req = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids[:2])])
+                ereq = pb.PreStartContainerRequest()
+                for _ in range(200):
+                    alloc(req)
+                    empty(ereq)
+                ta, tb = [], []
+                for _ in range(n):  # interleaved so both see the same machine noise
+                    t = time.perf_counter()
+                    alloc(req)
+                    ta.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    empty(ereq)
+                    tb.append(time.perf_counter() - t)
+        finally:
+            server.terminate()
+            server.wait()
+        p50a, p99a, p50b, p99b = pct(ta, 50), pct(ta, 99), pct(tb, 50), pct(tb, 99)
+        print(f"1. Allocate (2 GPUs), n={n}: p50 {ms(p50a)}, p99 {ms(p99a)}")
+        print(f"   empty unary call:        p50 {ms(p50b)}, p99 {ms(p99b)}")
+        print(f"   ratio p50 {p50a / p50b:.2f}, p99 {p99a / p99b:.2f}  (goal <= 1.5)")
+
+    def start_to_register(self, runs: int) -> None:
+        imports = []
+        for _ in range(runs):
+            t = time.monotonic()
+            subprocess.run([str(ROOT / ".venv/bin/python"), "-c", DEPS], check=True, env=self.env)
+            imports.append(time.monotonic() - t)
+        starts = []
+        for _ in range(runs):
+            with KubeletPeer(Path(tempfile.mkdtemp(prefix="kp-", dir="/tmp"))) as peer:
+                t = time.monotonic()
+                proc = self.start_nvdp(peer.plugin_dir)
+                reg = peer.wait_registered(GPU, timeout=20)
+                starts.append(reg.time - t)
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+        imp, start = statistics.median(imports), statistics.median(starts)
+        print(f"2. process start -> Register received: median {ms(start)} over {runs} runs")
+        print(f"   bare import of the dependencies:   median {ms(imp)}; ratio {start / imp:.2f} (goal <= 1.3, < 1 s)")
+
+    def restart_to_register(self, peer: KubeletPeer, restarts: int) -> None:
+        delays = []
+        count = peer.registration_count(GPU)
+        for _ in range(restarts):
+            t = time.monotonic()
+            peer.restart()
+            count += 1
+            reg = peer.wait_registered(GPU, count=count, timeout=10)
+            delays.append(reg.time - t)
+            peer.wait_node_status(GPU, (8, 8), timeout=10)
+        print(f"3. kubelet restart -> Register received, n={restarts}: p50 {ms(pct(delays, 50))}, "
+              f"p99 {ms(pct(delays, 99))}, max {ms(max(delays))} (goal p99 < 250 ms)")
+
+    def xid_to_listandwatch(self, peer: KubeletPeer, proc: subprocess.Popen[bytes], runs: int) -> None:
+        delays = []
+        for i in range(runs):
+            t = time.monotonic()
+            self.node.control.xid(i % 8, 79)
+            peer.wait_until(lambda: any(d.health != "Healthy" for d in peer.devices(GPU)), 10, "unhealthy")
+            delays.append(time.monotonic() - t)
+            proc.send_signal(signal.SIGHUP)  # reload re-enumerates: every GPU Healthy again
+            peer.wait_node_status(GPU, (8, 8), timeout=10)
+            time.sleep(0.3)  # the restarted health worker registers its events
+        print(f"4. XID 79 -> kubelet sees Unhealthy, n={runs}: p50 {ms(pct(delays, 50))}, "
+              f"max {ms(max(delays))} (goal < 250 ms)")
+
+    def idle(self, pid: int, seconds: float) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu() -> float:
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / tick
+
+        time.sleep(2)
+        c0, t0 = cpu(), time.monotonic()
+        time.sleep(seconds)
+        used, wall = cpu() - c0, time.monotonic() - t0
+        rss = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS"))
+        print(f"5. idle RSS {rss / 1024:.1f} MiB (goal <= 45 MiB); CPU {used:.2f} s over {wall:.0f} s = "
+              f"{100 * used / wall:.3f} % of a core (goal <= 0.2 %)")
+
+    def run(self) -> None:
+        print(f"nvdp benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
+              f"Python {platform.python_version()}, grpcio {grpc.__version__}")
+        self.start_to_register(3 if self.quick else 10)
+        with KubeletPeer(Path(tempfile.mkdtemp(prefix="kp-", dir="/tmp"))) as peer:
+            proc = self.start_nvdp(peer.plugin_dir)
+            try:
+                peer.wait_node_status(GPU, (8, 8), timeout=20)
+                self.allocate_latency(peer, 500 if self.quick else 5000)
+                self.restart_to_register(peer, 20 if self.quick else 100)
+                self.xid_to_listandwatch(peer, proc, 5 if self.quick else 20)
+                self.idle(proc.pid, 10 if self.quick else 60)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (about 30 s)")
+    Bench(parser.parse_args().quick).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""``nvdp serve`` end to end: mock NVML → real gRPC on unix sockets → the kubelet test peer."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import pytest
+
+from tests.daemon.conftest import clean_env
+
+GPU = "nvidia.com/gpu"
+
+
+@pytest.fixture
+def h100(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    node.write_sysfs(tmp_path / "sys")
+    return node
+
+
+def serve(nvdp_daemon, peer_dir, node, tmp_path, **kw):
+    return nvdp_daemon(peer_dir, env={**clean_env(), **node.env()}, sysfs_root=tmp_path / "sys", **kw)
+
+
+def uuids(node):
+    return [g["uuid"] for g in node.profile["gpus"]]
+
+
+def test_registration_gives_the_node_a_capacity_of_8(nvdp_daemon, kubelet_peer, h100, tmp_path):
+    serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    registration = kubelet_peer.wait_registered(GPU)
+    assert (registration.endpoint, registration.version) == ("nvidia-gpu.sock", "v1beta1")
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+
+
+def test_listandwatch_reports_every_gpu_with_its_numa_node(nvdp_daemon, kubelet_peer, h100, tmp_path):
+    serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    expected = {g["uuid"]: (g["numa_node"],) for g in h100.profile["gpus"]}
+    assert kubelet_peer.topology(GPU) == expected
+
+
+def test_the_plugin_socket_is_private_to_root(nvdp_daemon, kubelet_peer, h100, tmp_path):
+    daemon = serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_registered(GPU)
+    assert daemon.socket.stat().st_mode & 0o777 == 0o600
+
+
+def test_allocate_sets_nvidia_visible_devices_to_the_granted_uuids(nvdp_daemon, kubelet_peer, h100, tmp_path):
+    serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    response = kubelet_peer.allocate(GPU, 2)
+    granted = response.envs["NVIDIA_VISIBLE_DEVICES"].split(",")
+    assert len(granted) == 2 and set(granted) <= set(uuids(h100))
+    numa = {g["uuid"]: g["numa_node"] for g in h100.profile["gpus"]}
+    assert numa[granted[0]] == numa[granted[1]], "a 2-GPU pod should stay on one NUMA node"
+
+
+def test_an_unknown_device_id_gets_invalid_argument_and_the_daemon_keeps_serving(
+    nvdp_daemon, kubelet_peer, h100, tmp_path
+):
+    daemon = serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    with pytest.raises(grpc.RpcError) as err:
+        kubelet_peer.call_allocate(GPU, [uuids(h100)[0], "GPU-does-not-exist"])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == (
+        'invalid allocation request for "nvidia.com/gpu": invalid request: unknown device: GPU-does-not-exist'
+    )
+    response = kubelet_peer.call_allocate(GPU, [uuids(h100)[1]])
+    assert response.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == uuids(h100)[1]
+    assert daemon.proc.poll() is None
+    assert kubelet_peer.node_status() == {GPU: (8, 8)}
+
+
+def test_twenty_kubelet_restarts_are_each_followed_by_a_registration_within_one_second(
+    nvdp_daemon, kubelet_peer, h100, tmp_path
+):
+    serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    delays = []
+    for n in range(2, 22):
+        restarted_at = time.monotonic()
+        kubelet_peer.restart()
+        registration = kubelet_peer.wait_registered(GPU, count=n, timeout=5)
+        delays.append(registration.time - restarted_at)
+        kubelet_peer.wait_node_status(GPU, (8, 8), timeout=5)
+    assert max(delays) < 1.0, f"re-registration delays: {[round(d, 3) for d in delays]}"
+
+
+def test_deleting_the_plugin_socket_makes_nvdp_serve_and_register_again(nvdp_daemon, kubelet_peer, h100, tmp_path):
+    daemon = serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    deleted_at = time.monotonic()
+    daemon.socket.unlink()
+    registration = kubelet_peer.wait_registered(GPU, count=2, timeout=5)
+    assert registration.time - deleted_at < 1.0
+    assert daemon.socket.is_socket()
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+
+
+def test_nvdp_waits_for_a_late_kubelet_and_registers_when_it_appears(
+    nvdp_daemon, kubelet_peer_factory, h100, tmp_path
+):
+    peer = kubelet_peer_factory(start=False)
+    peer.plugin_dir.mkdir(parents=True, exist_ok=True)
+    daemon = serve(nvdp_daemon, peer.plugin_dir, h100, tmp_path)
+    daemon.wait_log("waiting for kubelet socket")
+    assert daemon.socket.is_socket(), "nvdp serves before kubelet exists"
+    started_at = time.monotonic()
+    peer.start()
+    registration = peer.wait_registered(GPU, timeout=5)
+    assert registration.time - started_at < 1.0
+    peer.wait_node_status(GPU, (8, 8))
+
+
+def test_sigterm_stops_nvdp_removes_its_socket_and_exits_0(nvdp_daemon, kubelet_peer, h100, tmp_path):
+    daemon = serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_registered(GPU)
+    assert daemon.socket.exists()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    assert not daemon.socket.exists()
+    assert (kubelet_peer.plugin_dir / "kubelet.sock").exists(), "nvdp must not touch other files"
+
+
+def test_a_stale_socket_from_a_previous_run_is_replaced(nvdp_daemon, kubelet_peer, h100, tmp_path):
+    first = serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_registered(GPU)
+    first.proc.kill()  # no cleanup: the socket stays behind
+    first.wait_exit()
+    assert first.socket.exists()
+    serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_registered(GPU, count=2)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+
+
+def test_a_node_without_gpus_registers_nothing_and_says_so(nvdp_daemon, kubelet_peer, mock_nvml, tmp_path):
+    node = mock_nvml.use("none")
+    daemon = nvdp_daemon(kubelet_peer.plugin_dir, env={**clean_env(), **node.env()})
+    daemon.wait_log("No devices found")
+    time.sleep(0.5)
+    assert daemon.proc.poll() is None, "nvdp keeps running, like upstream"
+    assert kubelet_peer.registrations == []
+    assert not (kubelet_peer.plugin_dir / "nvidia-gpu.sock").exists()
+
+
+@pytest.mark.parametrize(
+    "profile,cause",
+    [("driver-missing", "libnvidia-ml.so.1 not found"), ("driver-not-loaded", "kernel module is not loaded")],
+    ids=["library-missing", "module-not-loaded"],
+)
+def test_without_a_working_driver_nvdp_exits_69_naming_the_cause(
+    nvdp_daemon, kubelet_peer, mock_nvml, profile, cause
+):
+    node = mock_nvml.use(profile)
+    daemon = nvdp_daemon(kubelet_peer.plugin_dir, env={**clean_env(), **node.env()})
+    assert daemon.wait_exit() == 69
+    assert cause in daemon.log()
+    assert kubelet_peer.registrations == []
+
+
+def test_with_fail_on_init_error_off_a_missing_driver_leaves_nvdp_running_with_no_devices(
+    nvdp_daemon, kubelet_peer, mock_nvml
+):
+    node = mock_nvml.use("driver-missing")
+    daemon = nvdp_daemon(
+        kubelet_peer.plugin_dir, env={**clean_env(), **node.env()}, config="[plugin]\nfail_on_init_error = false\n"
+    )
+    daemon.wait_log("No devices found")
+    assert daemon.proc.poll() is None
+
+
+def test_an_invalid_config_makes_serve_exit_78_with_the_errors(nvdp_daemon, kubelet_peer, h100, tmp_path):
+    daemon = serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path, config='resource_name = "gpu"\n')
+    assert daemon.wait_exit() == 78
+    assert "resource_name" in daemon.log()
+    assert kubelet_peer.registrations == []
