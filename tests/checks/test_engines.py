@@ -118,3 +118,18 @@ def test_an_invalid_crio_drop_in_is_fatal(host):
 def test_an_engine_that_is_not_installed_is_skipped_under_auto(host):
     host.layer("docker-ok")
     assert evaluate_engine(read_docker(host.paths), explicit=False).status is Status.SKIPPED
+
+
+def test_a_nul_byte_in_a_runtime_path_is_a_missing_binary_not_a_crash(host):
+    host.write("/etc/docker/daemon.json",
+               '{"default-runtime": "nvidia", "runtimes": {"nvidia": {"path": "/usr/bin/nvidia-container-runtime\\u0000"}}}')
+    _, result = _check(host, "docker")
+    assert result.status is Status.ERROR and _says(result, "which does not exist")
+
+
+def test_a_containerd_import_that_does_not_exist_is_only_noted(host):
+    host.layer("containerd-v2-ok").write(
+        "/etc/containerd/config.toml",
+        host.path("/etc/containerd/config.toml").read_text().replace("version = 2", 'version = 2\nimports = ["extra.toml"]'))
+    _, result = _check(host, "containerd")
+    assert result.status is Status.OK and _says(result, "/etc/containerd/extra.toml does not exist")

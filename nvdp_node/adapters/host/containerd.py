@@ -32,7 +32,8 @@ def read_containerd(paths: HostRoot) -> EngineFacts:
     main = read_toml(paths, file)
     if isinstance(main, FileProblem):
         return EngineFacts("containerd", binary, (file,), (main,))
-    files, problems, data = [file], [], main
+    files, data = [file], main
+    problems: list[FileProblem] = []
     for imported in _imports(paths, main, file, problems):
         extra = read_toml(paths, imported)
         files.append(imported)
@@ -42,17 +43,17 @@ def read_containerd(paths: HostRoot) -> EngineFacts:
             data = merge(data, extra)
     if fatal(problems):
         return EngineFacts("containerd", binary, tuple(files), tuple(problems))
-    return containerd_facts(data, files=tuple(files), binary=binary, locate=paths.locate)
+    return containerd_facts(data, files=tuple(files), problems=problems, binary=binary, locate=paths.locate)
 
 
 def containerd_facts(
-    data: dict[str, object], *, files: tuple[str, ...], binary: str | None,
-    locate: Callable[[str], str | None],
+    data: dict[str, object], *, files: tuple[str, ...], problems: list[FileProblem],
+    binary: str | None, locate: Callable[[str], str | None],
 ) -> EngineFacts:
-    """Normalise a parsed (and import-merged) containerd config."""
-    file, problems = files[0], []
+    """Normalise a parsed (and import-merged) containerd config; new problems join ``problems``."""
+    file = files[0]
     version = data.get("version", 1)
-    if version not in CRI_PLUGIN or isinstance(version, bool):
+    if type(version) is not int or version not in CRI_PLUGIN:
         problems.append(FileProblem(file, ProblemKind.INVALID, f"version = {version!r}: containerd reads 1, 2 or 3"))
         return EngineFacts("containerd", binary, files, tuple(problems))
     disabled = lookup(data, ("disabled_plugins",), list, file=file, problems=problems) or []
@@ -82,7 +83,13 @@ def _imports(paths: HostRoot, main: dict[str, object], file: str, problems: list
             problems.append(FileProblem(file, ProblemKind.WRONG_TYPE, f"imports: {pattern!r} is not a string"))
             continue
         host = PurePosixPath(file).parent / pattern
-        matches = sorted(paths.at(host.parent).glob(host.name)) if any(c in host.name for c in "*?[") \
-            else [paths.at(host)]
-        found += [str(host.parent / m.name) for m in matches if m.is_file() or not m.exists()]
+        if not any(c in host.name for c in "*?["):
+            found.append(str(host))  # a missing plain import is reported, as containerd would
+            continue
+        try:
+            matches = sorted(m.name for m in paths.at(host.parent).glob(host.name) if m.is_file())
+        except (OSError, ValueError) as err:
+            problems.append(FileProblem(str(host), ProblemKind.UNREADABLE, str(err)))
+            continue
+        found += [str(host.parent / name) for name in matches]
     return found

@@ -56,8 +56,11 @@ class HostRoot:
         candidates = [name] if "/" in name else [f"{d.rstrip('/')}/{name}" for d in self.bin_dirs]
         for candidate in candidates:
             path = self.at(candidate)
-            if path.is_file() and os.access(path, os.X_OK):
-                return candidate
+            try:
+                if path.is_file() and os.access(path, os.X_OK):
+                    return candidate
+            except (OSError, ValueError):  # an untraversable dir, a NUL byte from a config file
+                continue
         return None
 
 
@@ -74,6 +77,8 @@ def read_text(paths: HostRoot, host_path: str) -> str | FileProblem:
         return FileProblem(host_path, ProblemKind.UNREADABLE, "permission denied")
     except OSError as err:
         return FileProblem(host_path, ProblemKind.UNREADABLE, err.strerror or str(err))
+    except ValueError:  # a path taken from a host file may hold a NUL byte
+        return FileProblem(repr(host_path), ProblemKind.INVALID, "not a usable path")
     if len(raw) > MAX_FILE_BYTES:
         return FileProblem(host_path, ProblemKind.INVALID, f"larger than {MAX_FILE_BYTES} bytes")
     try:
