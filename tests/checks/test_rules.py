@@ -247,3 +247,8 @@ def test_an_old_kubelet_names_the_feature_it_lacks():
                          "Kubernetes v1.18.0")
     version = evaluate_kubelet(facts)[2]
     assert any("GetPreferredAllocation" in line for line in version.evidence)
+
+
+def test_with_cdi_no_nvidia_runtime_is_needed_at_all():
+    result = evaluate_engine(_engine(runtimes={}, default_runtime=None), explicit=False, needs_default=False)
+    assert result.status is OK and any("CDI specs" in line for line in result.evidence)

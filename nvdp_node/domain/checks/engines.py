@@ -57,7 +57,8 @@ def evaluate_engine(facts: EngineFacts, *, explicit: bool, needs_default: bool =
 
     ``explicit`` (the engine is named in runtime_check.engines) turns "not
     installed" from skipped into an error. ``needs_default`` is false with CDI
-    strategies, where the engine resolves CDI names without the nvidia runtime.
+    strategies: the engine then resolves CDI names itself, and the nvidia
+    runtime is not needed at all.
     """
     name, daemon, config, restart = ENGINE_HINTS[facts.engine]
     check_id, title = f"runtime.{facts.engine}", f"{name} uses the nvidia runtime"
@@ -86,6 +87,10 @@ def evaluate_engine(facts: EngineFacts, *, explicit: bool, needs_default: bool =
                                "install nvidia-container-toolkit (it provides nvidia-container-runtime)")
         return CheckResult(check_id, title, Status.OK,
                            (*evidence, f"default runtime {default!r}{origin} runs {chosen.binary}"))
+    if not needs_default:
+        return CheckResult(check_id, title, Status.OK,
+                           (*evidence, f"default runtime {default!r}{origin}",
+                            "with a cdi-* strategy the engine injects GPUs from CDI specs (see runtime.cdi)"))
     named = facts.runtimes.get("nvidia")
     if not nvidia and named is not None and named.binary is None:
         return CheckResult(check_id, title, Status.ERROR,
@@ -95,9 +100,6 @@ def evaluate_engine(facts: EngineFacts, *, explicit: bool, needs_default: bool =
         return CheckResult(check_id, title, Status.ERROR,
                            (*evidence, f"no runtime runs nvidia-container-runtime in {config}"), configure)
     listed = ", ".join(f"{r.name!r} → {r.binary}" for r in nvidia)
-    if not needs_default:
-        return CheckResult(check_id, title, Status.OK, (*evidence, f"nvidia runtime configured: {listed}",
-                                                        "not needed as the default with CDI"))
     return CheckResult(check_id, title, Status.ERROR,
                        (*evidence, f"nvidia runtime configured ({listed}) but the default is {default!r}{origin}",
                         "kubelet starts containers with the default runtime, so GPU pods get no GPUs"),
