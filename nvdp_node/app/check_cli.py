@@ -30,7 +30,7 @@ ok / warning / error / skipped, the evidence, and the fix:
              at least runtime_check.min_driver_version (384.81), /dev/nvidiactl
              and /dev/nvidiaN exist
   runtime.*  docker (/etc/docker/daemon.json), containerd
-             (/etc/containerd/config.toml, layouts 2 and 3) and CRI-O
+             (/etc/containerd/config.toml, layouts 1-3) and CRI-O
              (crio.conf + crio.conf.d) run nvidia-container-runtime by
              default; CDI specs when a cdi-* strategy is used
   toolkit.*  nvidia-container-runtime, nvidia-ctk, nvidia-container-cli, and
