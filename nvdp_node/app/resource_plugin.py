@@ -24,8 +24,13 @@ log = logging.getLogger(__name__)
 
 
 def socket_name(resource_name: str) -> str:
-    """``nvidia.com/gpu`` → ``nvidia-gpu.sock``, upstream's naming."""
-    return f"nvidia-{resource_name.rsplit('/', 1)[-1]}.sock"
+    """``nvidia.com/gpu`` → ``nvidia-gpu.sock`` (upstream's naming); other domains keep theirs.
+
+    ``example.com/gpu`` → ``nvidia-example.com-gpu.sock``, so two resource names
+    never share a socket (a reload from one to the other serves both at once).
+    """
+    domain, _, name = resource_name.rpartition("/")
+    return f"nvidia-{name}.sock" if domain == "nvidia.com" else f"nvidia-{domain}-{name}.sock"
 
 
 @dataclass

@@ -62,9 +62,13 @@ class ServeSettings:
             control_device_paths=self.host.present_control_devices() if self.pass_device_specs else (),
         )
 
-    def registration_key(self) -> tuple[str, Path, Path]:
-        """What, if changed by a reload, needs a new plugin server and registration."""
-        return (self.resource_name, self.socket_dir, self.kubelet_socket)
+    def registration_key(self) -> tuple[str, Path]:
+        """What, if changed by a reload, needs a new plugin server.
+
+        A changed kubelet socket alone keeps the server: the next reconcile sees
+        a different kubelet.sock and registers there.
+        """
+        return (self.resource_name, self.socket_dir)
 
 
 SettingsLoader = Callable[[], ServeSettings]

@@ -48,8 +48,8 @@ def test_a_new_resource_name_is_registered_before_the_old_one_goes(running, kube
     reload_and_wait(daemon, notify_socket, ready_count(notify_socket))
     kubelet_peer.wait_node_status("example.com/accel", (8, 8))
     kubelet_peer.wait_until(lambda: kubelet_peer.endpoint_stopped(GPU), what="old endpoint stopped")
-    assert not daemon.socket.exists()
-    assert (kubelet_peer.plugin_dir / "nvidia-accel.sock").is_socket()
+    kubelet_peer.wait_until(lambda: not daemon.socket.exists(), what="the old socket removed")
+    assert (kubelet_peer.plugin_dir / "nvidia-example.com-accel.sock").is_socket()
     new_registration = kubelet_peer.wait_registered("example.com/accel")
     old_stop = [t for t, line in kubelet_peer.events if "nvidia.com/gpu" in line and "ended" in line.lower()]
     assert not old_stop or new_registration.time <= old_stop[-1]

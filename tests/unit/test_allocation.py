@@ -109,3 +109,18 @@ def test_preferred_allocation(available, must, size, expected):
 def test_preferred_allocation_treats_devices_without_topology_as_one_group():
     devices = gpus([None, None, 0])
     assert preferred_allocation(devices, ["GPU-2", "GPU-0", "GPU-1"], [], 2) == ["GPU-0", "GPU-1"]
+
+
+@pytest.mark.parametrize(
+    "resource,socket",
+    [
+        ("nvidia.com/gpu", "nvidia-gpu.sock"),
+        ("nvidia.com/mig-1g.10gb", "nvidia-mig-1g.10gb.sock"),
+        ("example.com/gpu", "nvidia-example.com-gpu.sock"),
+    ],
+    ids=["upstream-name", "upstream-mig-name", "other-domain-keeps-its-domain"],
+)
+def test_socket_names_follow_upstream_and_never_collide(resource, socket):
+    from nvdp_node.app.resource_plugin import socket_name
+
+    assert socket_name(resource) == socket
