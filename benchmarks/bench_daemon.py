@@ -74,13 +74,14 @@ class Bench:
         self.node.write_sysfs(self.work / "sys")
         self.env = {**os.environ, **self.node.env(), "GRPC_VERBOSITY": "ERROR"}
 
-    def start_nvdp(self, plugin_dir: Path) -> subprocess.Popen[bytes]:
+    def start_nvdp(self, plugin_dir: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         cmd = [
             str(ROOT / ".venv/bin/nvdp"), "--config", str(self.work / "none.toml"), "serve",
             "--socket-dir", str(plugin_dir), "--kubelet-socket", str(plugin_dir / "kubelet.sock"),
             "--sysfs-root", str(self.work / "sys"),
         ]
-        return subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {**self.env, **(extra_env or {})}
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def allocate_latency(self, peer: KubeletPeer, n: int) -> None:
         ids = [g["uuid"] for g in self.node.profile["gpus"]]
@@ -161,7 +162,7 @@ class Bench:
         print(f"4. XID 79 -> kubelet sees Unhealthy, n={runs}: p50 {ms(pct(delays, 50))}, "
               f"max {ms(max(delays))} (goal < 250 ms)")
 
-    def idle(self, pid: int, seconds: float) -> None:
+    def idle(self, pid: int, seconds: float, label: str) -> None:
         tick = os.sysconf("SC_CLK_TCK")
 
         def cpu() -> float:
@@ -173,7 +174,7 @@ class Bench:
         time.sleep(seconds)
         used, wall = cpu() - c0, time.monotonic() - t0
         rss = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS"))
-        print(f"5. idle RSS {rss / 1024:.1f} MiB (goal <= 45 MiB); CPU {used:.2f} s over {wall:.0f} s = "
+        print(f"5. idle, {label}: RSS {rss / 1024:.1f} MiB (goal <= 45 MiB); CPU {used:.2f} s over {wall:.0f} s = "
               f"{100 * used / wall:.3f} % of a core (goal <= 0.2 %)")
 
     def run(self) -> None:
@@ -187,7 +188,15 @@ class Bench:
                 self.allocate_latency(peer, 500 if self.quick else 5000)
                 self.restart_to_register(peer, 20 if self.quick else 100)
                 self.xid_to_listandwatch(peer, proc, 5 if self.quick else 20)
-                self.idle(proc.pid, 10 if self.quick else 60)
+                self.idle(proc.pid, 10 if self.quick else 60, "health worker on (mock NVML polls every 5 ms)")
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+        with KubeletPeer(Path(tempfile.mkdtemp(prefix="kp-", dir="/tmp"))) as peer:
+            proc = self.start_nvdp(peer.plugin_dir, {"NVDP_HEALTH__ENABLED": "false"})
+            try:
+                peer.wait_node_status(GPU, (8, 8), timeout=20)
+                self.idle(proc.pid, 10 if self.quick else 60, "health worker off (nvdp's own loop)")
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()

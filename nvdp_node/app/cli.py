@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
 from nvdp_node import __version__
-from nvdp_node.app import config_cli
+from nvdp_node.app import check_cli, config_cli
 from nvdp_node.app.settings import HealthSettings, HostPaths, ServeSettings
 from nvdp_node.config import Config, ConfigError, load_config
-from nvdp_node.domain.errors import EX_CONFIG, PermanentError
+from nvdp_node.domain.errors import EX_CONFIG, HostCheckFailed, PermanentError
 from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
 
 DESCRIPTION = """\
@@ -34,6 +35,7 @@ exit codes:
   1   unexpected internal error
   2   bad command line
   69  NVML unavailable (driver missing or not loaded) and fail_on_init_error is true
+  72  a host check failed and runtime_check.policy is "fail" (see `nvdp check`)
   78  invalid configuration (systemd does not restart nvdp for this code)
 """
 
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(func=lambda args: print(f"nvdp {__version__}") or 0)
 
     config_cli.register(sub)
+    check_cli.register(sub)
     return parser
 
 
@@ -144,6 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loaded = load_config(args.config, overrides=_overrides(args))
         for notice in loaded.notices:
             print(f"nvdp: {notice}", file=sys.stderr)
+        check_host(loaded.config)
         return serve_settings(loaded.config, host)
 
     try:
@@ -154,8 +158,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(loaded.config.logging.level, loaded.config.logging.format)
     for notice in loaded.notices:
         print(f"nvdp: {notice}", file=sys.stderr)
+    try:
+        check_host(loaded.config)
+    except HostCheckFailed as err:
+        from nvdp_node.adapters.systemd_notify import Notifier
+
+        logging.getLogger("nvdp").error("%s", err)
+        notifier = Notifier()
+        notifier.set_status(f"Failed: {err}")
+        notifier.close()
+        return err.exit_code
     supervisor = Supervisor(serve_settings(loaded.config, host), reload_settings=load)
     return asyncio.run(supervisor.run())
+
+
+def check_host(config: Config) -> None:
+    """The start/reload host checks under ``runtime_check.policy``: log findings; raise if policy is fail."""
+    from nvdp_node.adapters.host import HostRoot
+    from nvdp_node.app.host_checks import serve_time_checks
+    from nvdp_node.domain.checks import Status
+
+    policy = config.runtime_check.policy
+    if policy == "off":
+        return
+    log = logging.getLogger("nvdp.check")
+    report = serve_time_checks(config, HostRoot())
+    failed = []
+    for result in report.results:
+        if result.status in (Status.WARNING, Status.ERROR):
+            level = logging.ERROR if result.status is Status.ERROR else logging.WARNING
+            log.log(level, "%s: %s (%s); fix: %s", result.id, result.title, "; ".join(result.evidence), result.fix)
+            if result.status is Status.ERROR:
+                failed.append(result.id)
+    if failed and policy == "fail":
+        raise HostCheckFailed(
+            f"host checks failed: {', '.join(failed)} (runtime_check.policy = \"fail\"; see `nvdp check`)"
+        )
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

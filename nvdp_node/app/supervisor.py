@@ -26,7 +26,13 @@ from nvdp_node.app.resource_plugin import ResourcePlugin
 from nvdp_node.app.settings import ServeSettings, SettingsLoader
 from nvdp_node.domain.devices import DeviceSet, Health, NodeInventory
 from nvdp_node.domain.health_policy import DeviceRef
-from nvdp_node.domain.errors import NvdpError, NvmlUnavailableError, PermanentError, TemporaryError
+from nvdp_node.domain.errors import (
+    HostCheckFailed,
+    NvdpError,
+    NvmlUnavailableError,
+    PermanentError,
+    TemporaryError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +183,8 @@ class Supervisor:
             return
         try:
             new = self._reload_settings()
+        except HostCheckFailed:
+            raise  # runtime_check.policy = "fail" applies on reload as at start
         except (NvdpError, ValueError) as err:
             log.error("reload failed, keeping the previous configuration:\n%s", err)
             self.notifier.ready(f"Reload failed: {_first_line(err)} (keeping previous config)")

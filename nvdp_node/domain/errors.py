@@ -9,6 +9,7 @@ from __future__ import annotations
 
 EX_SOFTWARE = 70
 EX_UNAVAILABLE = 69
+EX_OSFILE = 72
 EX_CONFIG = 78
 
 
@@ -39,3 +40,9 @@ class NvmlUnavailableError(PermanentError):
     """NVML could not be initialised: no driver, library missing, module not loaded."""
 
     exit_code = EX_UNAVAILABLE
+
+
+class HostCheckFailed(PermanentError):
+    """``runtime_check.policy = "fail"`` and a host check found an error."""
+
+    exit_code = EX_OSFILE

@@ -178,3 +178,26 @@ def test_an_invalid_config_makes_serve_exit_78_with_the_errors(nvdp_daemon, kube
     assert daemon.wait_exit() == 78
     assert "resource_name" in daemon.log()
     assert kubelet_peer.registrations == []
+
+
+def test_with_the_fail_policy_a_failed_host_check_exits_72_and_says_why(
+    nvdp_daemon, kubelet_peer, h100, tmp_path, notify_socket
+):
+    # This test machine has no container engine and no nvidia toolkit: runtime checks fail.
+    env = {**clean_env(), **h100.env(), "NOTIFY_SOCKET": str(notify_socket.path)}
+    daemon = nvdp_daemon(
+        kubelet_peer.plugin_dir, env=env, sysfs_root=tmp_path / "sys", config='[runtime_check]\npolicy = "fail"\n'
+    )
+    assert daemon.wait_exit() == 72
+    assert "runtime.engines" in daemon.log()
+    _, message = notify_socket.wait_for(lambda m: "STATUS" in m)
+    assert message["STATUS"].startswith("Failed: host checks failed: ")
+    assert kubelet_peer.registrations == []
+
+
+def test_with_the_warn_policy_host_check_findings_are_logged_and_nvdp_serves(
+    nvdp_daemon, kubelet_peer, h100, tmp_path
+):
+    daemon = serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    assert "runtime.engines" in daemon.log()
