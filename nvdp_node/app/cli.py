@@ -158,8 +158,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(loaded.config.logging.level, loaded.config.logging.format)
     for notice in loaded.notices:
         print(f"nvdp: {notice}", file=sys.stderr)
+    policy = loaded.config.runtime_check.policy
     try:
-        check_host(loaded.config)
+        if policy == "fail":  # must decide before serving
+            check_host(loaded.config)
     except HostCheckFailed as err:
         from nvdp_node.adapters.systemd_notify import Notifier
 
@@ -168,8 +170,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         notifier.set_status(f"Failed: {err}")
         notifier.close()
         return err.exit_code
-    supervisor = Supervisor(serve_settings(loaded.config, host), reload_settings=load)
+    supervisor = Supervisor(
+        serve_settings(loaded.config, host),
+        reload_settings=load,
+        # "warn" findings are only logged: run them off the start-up path, once registered.
+        after_registration=(lambda: _background_checks(loaded.config)) if policy == "warn" else None,
+    )
     return asyncio.run(supervisor.run())
+
+
+def _background_checks(config: Config) -> None:
+    try:
+        check_host(config)
+    except Exception:  # a thread nobody joins: say it, don't lose it
+        logging.getLogger("nvdp.check").exception("the host checks could not run")
 
 
 def check_host(config: Config) -> None:

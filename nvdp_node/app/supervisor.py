@@ -51,6 +51,7 @@ class Supervisor:
         notifier: Notifier | None = None,
         discover: Callable[[ServeSettings], NodeInventory] | None = None,
         health_worker: Callable[..., HealthWorker] = HealthWorker,
+        after_registration: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self._reload_settings = reload_settings
@@ -64,6 +65,7 @@ class Supervisor:
         self.inventory: NodeInventory | None = None
         self._watcher: DirWatcher | None = None
         self._make_worker = health_worker
+        self._after_registration = after_registration
         self.health: HealthWorker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -115,6 +117,10 @@ class Supervisor:
                 ready = True
             else:
                 self.notifier.set_status(self._status())
+            if self._after_registration is not None and (self.plugin is None or self.plugin.registered):
+                # Slow, informative work (host checks) runs on a thread once kubelet has the GPUs.
+                asyncio.get_running_loop().run_in_executor(None, self._after_registration)
+                self._after_registration = None
             if ping_every is not None and await self._alive():
                 self.notifier.watchdog()
             await self._wait(self._next_timeout(ping_every))
