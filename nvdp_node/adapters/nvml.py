@@ -68,13 +68,13 @@ def nvml_session() -> Iterator[None]:
 def discover(*, sysfs_root: Path = SYSFS_ROOT) -> NodeInventory:
     """Enumerate the node's GPUs in NVML index order."""
     with nvml_session():
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        driver = text(pynvml.nvmlSystemGetDriverVersion())
         cuda = _cuda_version()
         gpus: list[Gpu] = []
         skipped: list[str] = []
         for index in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            name = _text(pynvml.nvmlDeviceGetName(handle))
+            name = text(pynvml.nvmlDeviceGetName(handle))
             if name in SKIPPED_NAMES:
                 skipped.append(f"{index}:{name}")
                 continue
@@ -86,10 +86,10 @@ def discover(*, sysfs_root: Path = SYSFS_ROOT) -> NodeInventory:
 
 def _read_gpu(index: int, handle: object, name: str, sysfs_root: Path) -> Gpu:
     pci = pynvml.nvmlDeviceGetPciInfo(handle)
-    bus_id = _text(pci.busId)
+    bus_id = text(pci.busId)
     return Gpu(
         index=index,
-        uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+        uuid=text(pynvml.nvmlDeviceGetUUID(handle)),
         name=name,
         minor=pynvml.nvmlDeviceGetMinorNumber(handle),
         pci_bus_id=bus_id,
@@ -138,5 +138,6 @@ def _optional(read, default):  # type: ignore[no-untyped-def]
         return default
 
 
-def _text(value: str | bytes) -> str:
+def text(value: str | bytes) -> str:
+    """pynvml returns str in recent versions and bytes in older ones."""
     return value.decode() if isinstance(value, bytes) else value

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import pynvml
 
-from nvdp_node.adapters.nvml import nvml_session
+from nvdp_node.adapters.nvml import nvml_session, text
 from nvdp_node.domain.devices import Health
 from nvdp_node.domain.errors import NvmlUnavailableError
 from nvdp_node.domain.health_policy import (
@@ -159,7 +159,7 @@ class HealthWorker:
         uuid = known[0] if known else None
         if uuid is None:
             try:
-                uuid = _text(pynvml.nvmlDeviceGetUUID(data.device))  # type: ignore[attr-defined]
+                uuid = text(pynvml.nvmlDeviceGetUUID(data.device))  # type: ignore[attr-defined]
             except pynvml.NVMLError:
                 uuid = None
         gi, ci = data.gpuInstanceId, data.computeInstanceId  # type: ignore[attr-defined]
@@ -224,7 +224,3 @@ class HealthWorker:
 
 def _address(handle: object) -> int:
     return ctypes.cast(handle, ctypes.c_void_p).value or 0  # type: ignore[arg-type]
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

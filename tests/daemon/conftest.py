@@ -105,3 +105,11 @@ def notify_socket() -> Iterator:
     listener = NotifyListener()
     yield listener
     listener.close()
+
+
+@pytest.fixture
+def h100(mock_nvml, tmp_path):
+    """The 8×H100 mock node, with its sysfs NUMA files under ``tmp_path / "sys"``."""
+    node = mock_nvml.use("h100-sxm-8")
+    node.write_sysfs(tmp_path / "sys")
+    return node

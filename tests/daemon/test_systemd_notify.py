@@ -13,22 +13,17 @@ from tests.daemon.conftest import clean_env
 GPU = "nvidia.com/gpu"
 
 
-@pytest.fixture
-def node(mock_nvml, tmp_path):
-    handle = mock_nvml.use("h100-sxm-8")
-    handle.write_sysfs(tmp_path / "sys")
-    return handle
 
 
-def start(nvdp_daemon, peer_dir, node, tmp_path, notify_socket, extra_env=None, **kw):
-    env = {**clean_env(), **node.env(), "NOTIFY_SOCKET": str(notify_socket.path), **(extra_env or {})}
+def start(nvdp_daemon, peer_dir, h100, tmp_path, notify_socket, extra_env=None, **kw):
+    env = {**clean_env(), **h100.env(), "NOTIFY_SOCKET": str(notify_socket.path), **(extra_env or {})}
     return nvdp_daemon(peer_dir, env=env, sysfs_root=tmp_path / "sys", **kw)
 
 
 def test_ready_comes_once_with_a_status_after_the_socket_serves(
-    nvdp_daemon, kubelet_peer, node, tmp_path, notify_socket
+    nvdp_daemon, kubelet_peer, h100, tmp_path, notify_socket
 ):
-    daemon = start(nvdp_daemon, kubelet_peer.plugin_dir, node, tmp_path, notify_socket)
+    daemon = start(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path, notify_socket)
     _, ready = notify_socket.wait_for(lambda m: "READY" in m, what="READY=1")
     assert ready["READY"] == "1"
     assert ready["STATUS"].startswith("Serving 8 GPUs as nvidia.com/gpu")
@@ -38,15 +33,15 @@ def test_ready_comes_once_with_a_status_after_the_socket_serves(
     assert sum("READY" in m for m in notify_socket.messages()) == 1
 
 
-def test_status_says_when_nvdp_waits_for_kubelet(nvdp_daemon, kubelet_peer_factory, node, tmp_path, notify_socket):
+def test_status_says_when_nvdp_waits_for_kubelet(nvdp_daemon, kubelet_peer_factory, h100, tmp_path, notify_socket):
     peer = kubelet_peer_factory(start=False)
     peer.plugin_dir.mkdir(parents=True, exist_ok=True)
-    start(nvdp_daemon, peer.plugin_dir, node, tmp_path, notify_socket)
+    start(nvdp_daemon, peer.plugin_dir, h100, tmp_path, notify_socket)
     notify_socket.wait_for(lambda m: "waiting for kubelet socket" in m.get("STATUS", ""))
 
 
-def test_sigterm_sends_stopping(nvdp_daemon, kubelet_peer, node, tmp_path, notify_socket):
-    daemon = start(nvdp_daemon, kubelet_peer.plugin_dir, node, tmp_path, notify_socket)
+def test_sigterm_sends_stopping(nvdp_daemon, kubelet_peer, h100, tmp_path, notify_socket):
+    daemon = start(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path, notify_socket)
     kubelet_peer.wait_registered(GPU)
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0
@@ -55,9 +50,9 @@ def test_sigterm_sends_stopping(nvdp_daemon, kubelet_peer, node, tmp_path, notif
 
 
 def test_a_reload_sends_reloading_with_monotonic_usec_in_one_datagram_then_ready(
-    nvdp_daemon, kubelet_peer, node, tmp_path, notify_socket
+    nvdp_daemon, kubelet_peer, h100, tmp_path, notify_socket
 ):
-    daemon = start(nvdp_daemon, kubelet_peer.plugin_dir, node, tmp_path, notify_socket)
+    daemon = start(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path, notify_socket)
     kubelet_peer.wait_registered(GPU)
     daemon.signal(signal.SIGHUP)
     i, reloading = notify_socket.wait_for(lambda m: "RELOADING" in m, what="RELOADING=1")
@@ -65,8 +60,8 @@ def test_a_reload_sends_reloading_with_monotonic_usec_in_one_datagram_then_ready
     kubelet_peer.wait_until(lambda: any("READY" in m for m in notify_socket.messages()[i + 1 :]), what="READY after reload")
 
 
-def test_the_watchdog_is_pinged_at_half_the_interval(nvdp_daemon, kubelet_peer, node, tmp_path, notify_socket):
-    start(nvdp_daemon, kubelet_peer.plugin_dir, node, tmp_path, notify_socket, extra_env={"WATCHDOG_USEC": "1000000"})
+def test_the_watchdog_is_pinged_at_half_the_interval(nvdp_daemon, kubelet_peer, h100, tmp_path, notify_socket):
+    start(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path, notify_socket, extra_env={"WATCHDOG_USEC": "1000000"})
     kubelet_peer.wait_registered(GPU)
     notify_socket.wait_for(lambda m: "WATCHDOG" in m)
     first = len([1 for m in notify_socket.messages() if "WATCHDOG" in m])
