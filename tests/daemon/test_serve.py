@@ -197,3 +197,17 @@ def test_with_the_warn_policy_host_check_findings_are_logged_and_nvdp_serves(
     kubelet_peer.wait_node_status(GPU, (8, 8))
     daemon.wait_log("runtime.engines")  # logged from a thread once registered
     assert daemon.proc.poll() is None
+
+
+def test_a_listandwatch_stream_ended_by_kubelet_is_followed_by_a_new_registration(
+    nvdp_daemon, kubelet_peer, h100, tmp_path
+):
+    serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    dropped_at = time.monotonic()
+    kubelet_peer.drop_stream(GPU)
+    registration = kubelet_peer.wait_registered(GPU, count=2, timeout=5)
+    assert registration.time - dropped_at < 1.0
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    time.sleep(0.5)
+    assert kubelet_peer.registration_count(GPU) == 2, "a replaced stream must not trigger yet another registration"

@@ -1077,6 +1077,14 @@ class KubeletPeer:
 
     # raw calls for error tests ------------------------------------------------
 
+    def drop_stream(self, resource: str) -> None:
+        """End ``resource``'s ListAndWatch stream from kubelet's side, without a restart.
+
+        Kubelet does this when the stream errors; it never calls ListAndWatch
+        again, so only a new Register brings the resource back.
+        """
+        self._current_client(resource).cancel()
+
     def _current_client(self, resource: str) -> _Client:
         with self._lock:
             ep = self._state.endpoints.get(resource)
