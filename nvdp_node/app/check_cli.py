@@ -16,8 +16,6 @@ import textwrap
 from pathlib import Path
 from typing import TextIO
 
-from nvdp_node.adapters.host import HostRoot
-from nvdp_node.app.host_checks import config_check, config_path_for, render_json, render_table, run_checks
 from nvdp_node.config import Config, ConfigError, load_config
 from nvdp_node.domain.checks import EXIT_CONFIG_INVALID, EXIT_ERRORS, EXIT_OK, parse_version
 
@@ -77,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: every `nvdp serve` start imports this module for argparse.
+    from nvdp_node.adapters.host import HostRoot
+    from nvdp_node.app.host_checks import config_check, config_path_for, render_json, render_table, run_checks
+
     paths = HostRoot(root=args.root)
     try:
         loaded = load_config(config_path_for(paths, getattr(args, "config", None)))

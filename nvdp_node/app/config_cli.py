@@ -16,7 +16,6 @@ from pathlib import Path
 
 from nvdp_node.config import ConfigError, load_config
 from nvdp_node.config.render import render_default, render_effective
-from nvdp_node.config.upstream_import import import_upstream_file
 
 EX_OK = 0
 EX_CANTCREAT = 73
@@ -118,6 +117,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from nvdp_node.config.upstream_import import import_upstream_file  # YAML: only `config import` needs it
+
     try:
         result = import_upstream_file(args.file)
     except ConfigError as err:
