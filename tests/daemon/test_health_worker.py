@@ -103,3 +103,19 @@ def test_without_recovery_a_device_stays_unhealthy(mock_nvml):
             reports.next(timeout=1.0)
     finally:
         worker.stop(timeout=5)
+
+
+def test_a_worker_blocked_in_nvml_longer_than_its_wait_timeout_counts_as_stalled(mock_nvml):
+    import time
+
+    node = mock_nvml.use("t4-1")
+    gpu = node.profile["gpus"][0]["uuid"]
+    worker = HealthWorker([DeviceRef(gpu, gpu)], HealthPolicy(), Reports(), wait_timeout_ms=3000)
+    worker.start()
+    try:
+        wait_registered(node)  # now blocked inside nvmlEventSetWait for up to 3 s
+        now = time.monotonic()
+        assert not worker.stalled(now, allowance=1.0)
+        assert worker.stalled(now + 4.5, allowance=1.0), "3 s wait + 1 s allowance exceeded"
+    finally:
+        worker.stop(timeout=5)
