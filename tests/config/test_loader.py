@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import string
 from pathlib import Path
 
@@ -22,6 +26,9 @@ from nvdp_node.config import (
 )
 from nvdp_node.config.loader import writable_by_non_root
 from nvdp_node.config.render import render_effective
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str, mode: int = 0o644) -> Path:
@@ -320,12 +327,32 @@ def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
     assert exc.value.lines == [f"{tmp_path} is a directory, expected a TOML file"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_an_unreadable_file_is_an_error(tmp_path: Path) -> None:
-    path = write(tmp_path, "", mode=0o000)
-    with pytest.raises(ConfigError) as exc:
-        load_config(path, environ={})
-    assert exc.value.lines == [f"cannot read {path}: Permission denied"]
+    # Root reads any file, so as root the load runs in a child as "nobody".
+    if os.geteuid() != 0:
+        path = write(tmp_path, "", mode=0o000)
+        with pytest.raises(ConfigError) as exc:
+            load_config(path, environ={})
+        assert exc.value.lines == [f"cannot read {path}: Permission denied"]
+        return
+    if not all(p.stat().st_mode & 0o001 for p in [Path(sys.executable).resolve(), *ROOT.parents, ROOT]):
+        pytest.skip("the checkout is not reachable for an unprivileged user")
+    shared = Path(tempfile.mkdtemp(prefix="nvdp-unreadable-", dir="/tmp"))
+    try:
+        shared.chmod(0o755)
+        path = write(shared, "", mode=0o000)
+        code = (
+            "from nvdp_node.config import ConfigError, load_config\n"
+            "try:\n    load_config(__import__('pathlib').Path(%r), environ={})\n"
+            "except ConfigError as e:\n    print(e.lines)\n" % str(path)
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], user=65534, group=65534, capture_output=True, text=True,
+            cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
+        )
+        assert result.stdout.strip() == repr([f"cannot read {path}: Permission denied"]), result.stderr
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_errors_without_a_file_say_so(tmp_path: Path) -> None:
