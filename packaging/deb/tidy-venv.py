@@ -1,12 +1,13 @@
 """Make the venv built by dh_virtualenv independent of the build directory.
 
-Usage: python3 -B -I debian/tidy-venv.py VENV BUILD_DIR  (from debian/build-venv)
+Usage: python3 -B -I debian/tidy-venv.py VENV BUILD_DIR  (from debian/build-venv and debian/rules)
 
 * pyvenv.cfg: drop the ``command =`` line, which records the build path.
 * RECORD files: dh_virtualenv rewrote the shebang of the console scripts
   (bin/nvdp, ...) after pip had hashed them with the build path in the
-  shebang; recompute hash and size of every recorded file whose content
-  changed since, so the RECORD describes the shipped files.
+  shebang, and dh_strip changes the wheels' shared objects; recompute hash and
+  size of every recorded file whose content changed since, so the RECORDs
+  describe the shipped files. (Run after dh_virtualenv and again after dh_strip.)
 * Fail if BUILD_DIR still appears in any file or symlink of the venv.
 """
 
