@@ -11,8 +11,8 @@
   bookworm image (no network, so the dependencies must already be in it):
   ``apt-get install ./nvdp_*.deb`` → enabled, active, and the kubelet test peer
   (kubelet.service in the same box) shows capacity 8 from the mock NVML;
-  config edit + ``systemctl reload nvdp``; reboot; upgrade (edits kept, one
-  restart); ``apt remove`` (stopped, config kept); ``apt purge`` (config gone,
+  config edit + ``systemctl reload nvdp``; reboot; a python3.11 upgrade (the
+  file trigger restarts nvdp); upgrade (edits kept, one restart); ``apt remove`` (stopped, config kept); ``apt purge`` (config gone,
   kubelet's checkpoint and another plugin's socket untouched).
 
 Set NVDP_TEST_DEB and NVDP_TEST_DEB_UPGRADE to prebuilt packages to skip the
@@ -301,6 +301,15 @@ def test_install_reload_reboot_upgrade_remove_purge(deb_box, deb: Built, upgrade
         wait(lambda: capacity(box, EDITED) == (8, 8), f"{EDITED} registered after the reboot")
         wait(lambda: "registered with kubelet" in prop(box, "StatusText"), "the registered status")
     assert box.systemctl("is-enabled", "nvdp.service").stdout.strip() == "enabled"
+
+    # -- python3.11 upgraded (its file trigger): a running nvdp is restarted ---------------------
+    pid = prop(box, "MainPID")
+    with Timer("python3.11 trigger, restarted and registered"):
+        box.exec(["dpkg-trigger", "--no-await", "/usr/bin/python3.11"])
+        out = box.exec(["dpkg", "--triggers-only", "--pending"]).stdout
+        wait(lambda: prop(box, "MainPID") not in (pid, "0") and prop(box, "ActiveState") == "active", "a new nvdp")
+        wait(lambda: capacity(box, EDITED) == (8, 8), f"{EDITED} registered after the restart")
+    assert "Processing triggers for nvdp" in out, out
 
     # -- upgrade ---------------------------------------------------------------------------------
     pid = prop(box, "MainPID")
