@@ -200,7 +200,8 @@ def check_host(config: Config) -> None:
     failed = []
     for result in report.results:
         if result.status in (Status.WARNING, Status.ERROR):
-            level = logging.ERROR if result.status is Status.ERROR else logging.WARNING
+            # Under "warn" nothing stops: findings are warnings, whatever their severity.
+            level = logging.ERROR if result.status is Status.ERROR and policy == "fail" else logging.WARNING
             log.log(level, "%s: %s (%s); fix: %s", result.id, result.title, "; ".join(result.evidence), result.fix)
             if result.status is Status.ERROR:
                 failed.append(result.id)

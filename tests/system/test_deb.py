@@ -375,12 +375,6 @@ def test_install_reload_reboot_upgrade_remove_purge(deb_box, deb: Built, upgrade
 
 
 @pytest.mark.system
-@pytest.mark.xfail(
-    reason="packaging/systemd/nvdp.service: ReadWritePaths=/var/lib/kubelet/device-plugins fails the "
-    "namespace setup (status 226/NAMESPACE) while the directory does not exist, before ExecStartPre's "
-    "mkdir can create it; ReadWritePaths=-/var/lib/kubelet/device-plugins would fix it",
-    strict=False,
-)
 def test_install_on_a_node_where_kubelet_never_ran_starts_nvdp(deb_box, deb: Built):
     box = deb_box
     assert not box.exists(PLUGIN_DIR)
