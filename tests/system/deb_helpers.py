@@ -32,15 +32,20 @@ PEER_DIR = "/usr/local/lib/nvdp-test"
 PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 STATUS = "/run/kubelet-peer/status.json"
 
-# The kubelet test peer needs grpc and nvdp_node.api, which only the package's venv
-# has inside the box: run it with the venv's interpreter.
-KUBELET_UNIT = f"""\
+
+def kubelet_unit(pythonpath: str = PEER_DIR) -> str:
+    """kubelet.service for a box: the kubelet test peer, importable from ``pythonpath``.
+
+    The peer needs grpc and nvdp_node.api, which only nvdp's venv has inside
+    the box, so it runs with the venv's interpreter.
+    """
+    return f"""\
 [Unit]
 Description=kubelet stand-in (nvdp test peer)
 
 [Service]
 Type=simple
-Environment=PYTHONPATH={PEER_DIR} PYTHONDONTWRITEBYTECODE=1 GRPC_VERBOSITY=ERROR
+Environment=PYTHONPATH={pythonpath} PYTHONDONTWRITEBYTECODE=1 GRPC_VERBOSITY=ERROR
 ExecStart=/usr/lib/nvdp/bin/python -m tests.kubelet_peer --dir {PLUGIN_DIR} --status-file {STATUS}
 RuntimeDirectory=kubelet-peer
 RuntimeDirectoryPreserve=yes
@@ -50,6 +55,9 @@ RestartSec=1
 [Install]
 WantedBy=multi-user.target
 """
+
+
+KUBELET_UNIT = kubelet_unit()
 
 MOCK_DROPIN = f"""\
 # test only: the mock libnvidia-ml.so.1 and an 8x H100 node instead of a driver

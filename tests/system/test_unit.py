@@ -16,35 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.system.deb_helpers import STATUS, kubelet_unit
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "packaging/systemd/nvdp.service"
-STATUS = "/run/kubelet-peer/status.json"
 GPU = "nvidia.com/gpu"
 
 pytestmark = pytest.mark.system
 
-KUBELET_UNIT = f"""\
-[Unit]
-Description=kubelet stand-in (nvdp test peer)
-
-[Service]
-Type=simple
-WorkingDirectory={ROOT}
-Environment=PYTHONPATH={ROOT} GRPC_VERBOSITY=ERROR
-ExecStart={ROOT}/.venv/bin/python -m tests.kubelet_peer --dir /var/lib/kubelet/device-plugins --status-file {STATUS}
-RuntimeDirectory=kubelet-peer
-RuntimeDirectoryPreserve=yes
-Restart=always
-RestartSec=1
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
 def mock_dropin(lib_dir: Path, profile: Path, watchdog: str = "4s") -> str:
+    # BindReadOnlyPaths: a checkout under /tmp would be hidden by the unit's PrivateTmp=.
     return (
         "[Service]\n"
+        f"BindReadOnlyPaths={ROOT}\n"
         f"Environment=LD_LIBRARY_PATH={lib_dir} MOCK_NVML_CONFIG={profile}\n"
         f"WatchdogSec={watchdog}\n"
         "RestartSec=500ms\n"
@@ -60,7 +44,7 @@ def box(system_box, mock_nvml):
     b.exec(["ln", "-sfn", f"{ROOT}/.venv", "/usr/lib/nvdp"])
     b.write_file("/etc/systemd/system/nvdp.service", UNIT.read_text())
     b.write_file("/etc/systemd/system/nvdp.service.d/mock-nvml.conf", mock_dropin(lib_dir, Path(env["MOCK_NVML_CONFIG"])))
-    b.write_file("/etc/systemd/system/kubelet.service", KUBELET_UNIT)
+    b.write_file("/etc/systemd/system/kubelet.service", kubelet_unit(pythonpath=str(ROOT)))
     b.write_file("/etc/nvdp/config.toml", "version = 1\n")
     b.systemctl("daemon-reload")
     b.systemctl("enable", "--now", "kubelet.service")
