@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,8 @@ import pytest
 from nvdp_node.adapters.host import HostRoot
 from nvdp_node.adapters.host.paths import MAX_FILE_BYTES, lookup, merge, read_json, read_text, read_toml
 from nvdp_node.domain.checks import FileProblem, ProblemKind
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_host_paths_are_mapped_under_the_root():
@@ -50,12 +56,35 @@ def test_reading_a_broken_file_returns_a_problem(host, setup, kind, detail):
     assert problem == FileProblem("/etc/x/config", kind, detail)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads mode-000 files; the directory case covers EACCES-like paths")
-def test_a_file_without_read_permission_is_unreadable(host):
-    path = host.write("/etc/x/config", "{}")
-    path.chmod(0)
-    assert read_text(host.paths, "/etc/x/config") == FileProblem("/etc/x/config", ProblemKind.UNREADABLE,
-                                                                "permission denied")
+def test_a_file_without_read_permission_is_unreadable(tmp_path):
+    # Root reads mode-000 files, so as root the read runs in a child as "nobody".
+    shared = Path(tempfile.mkdtemp(prefix="nvdp-host-", dir="/tmp"))
+    try:
+        shared.chmod(0o755)
+        (shared / "etc/x").mkdir(parents=True)
+        for d in (shared / "etc", shared / "etc/x"):
+            d.chmod(0o755)
+        (shared / "etc/x/config").write_text("{}")
+        (shared / "etc/x/config").chmod(0)
+        expected = FileProblem("/etc/x/config", ProblemKind.UNREADABLE, "permission denied")
+        if os.geteuid() != 0:
+            assert read_text(HostRoot(root=shared), "/etc/x/config") == expected
+            return
+        if not all(p.stat().st_mode & 0o001 for p in [Path(sys.executable).resolve(), *ROOT.parents, ROOT]):
+            pytest.skip("the checkout is not reachable for an unprivileged user")
+        code = (
+            "from pathlib import Path\n"
+            "from nvdp_node.adapters.host import HostRoot\n"
+            "from nvdp_node.adapters.host.paths import read_text\n"
+            f"print(repr(read_text(HostRoot(root=Path({str(shared)!r})), '/etc/x/config')))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], user=65534, group=65534, capture_output=True, text=True,
+            cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
+        )
+        assert result.stdout.strip() == repr(expected), result.stderr
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_invalid_json_says_where(host):
