@@ -224,10 +224,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return 0
     print(f"driver {inventory.driver_version}, CUDA {inventory.cuda_driver_version or 'unknown'}, "
           f"{len(inventory.gpus)} GPU(s)")
-    rows = [("INDEX", "ID", "NAME", "MEMORY", "NUMA", "PCI BUS ID")]
+    rows = [("INDEX", "ID", "NAME", "MEMORY", "NUMA", "MIG", "PCI BUS ID")]
     for g in inventory.gpus:
         rows.append((str(g.index), g.uuid, g.name, f"{g.memory_total // 2**20} MiB",
-                     "-" if g.numa_node is None else str(g.numa_node), g.pci_bus_id))
+                     "-" if g.numa_node is None else str(g.numa_node), "on" if g.mig_enabled else "off",
+                     g.pci_bus_id))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())

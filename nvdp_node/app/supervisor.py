@@ -143,6 +143,13 @@ class Supervisor:
             inventory.driver_version or "unknown",
             ", ".join(f"{g.index}:{g.name}:{g.uuid}" for g in inventory.gpus) or "none",
         )
+        for gpu in inventory.gpus:
+            if gpu.mig_enabled:
+                log.warning(
+                    "GPU %d (%s) has MIG enabled, but nvdp advertises whole GPUs only (MIG strategies are "
+                    "not supported yet): containers given this GPU will see no usable CUDA device",
+                    gpu.index, gpu.uuid,
+                )
         if not devices:
             log.warning("No devices found. Waiting indefinitely (nothing is registered with kubelet).")
             return None

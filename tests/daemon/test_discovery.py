@@ -38,3 +38,10 @@ def test_a_negative_sysfs_numa_node_means_no_numa_affinity(mock_nvml, tmp_path):
     bus = sysfs_bus_id(node.profile["gpus"][0]["pci"]["bus_id"])
     assert (tmp_path / "bus/pci/devices" / bus / "numa_node").read_text().strip() == "-1"
     assert discover(sysfs_root=tmp_path).gpus[0].numa_node is None
+
+
+def test_mig_mode_is_reported_per_gpu(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    expected = [bool(g.get("mig", {}).get("current")) for g in node.profile["gpus"]]
+    assert [g.mig_enabled for g in discover(sysfs_root=tmp_path).gpus] == expected
+    assert any(expected) and not all(expected)

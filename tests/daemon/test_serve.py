@@ -211,3 +211,22 @@ def test_a_listandwatch_stream_ended_by_kubelet_is_followed_by_a_new_registratio
     kubelet_peer.wait_node_status(GPU, (8, 8))
     time.sleep(0.5)
     assert kubelet_peer.registration_count(GPU) == 2, "a replaced stream must not trigger yet another registration"
+
+
+def test_mig_enabled_gpus_are_advertised_whole_with_a_warning(nvdp_daemon, kubelet_peer, mock_nvml):
+    node = mock_nvml.use("a100-mig-8")
+    daemon = nvdp_daemon(kubelet_peer.plugin_dir, env={**clean_env(), **node.env()})
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    assert "has MIG enabled, but nvdp advertises whole GPUs only" in daemon.log()
+
+
+def test_nvdp_devices_lists_the_gpus_as_json(h100):
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "nvdp_node", "devices", "--json"], env={**clean_env(), **h100.env()},
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert [d["id"] for d in json.loads(out)["devices"]] == uuids(h100)
