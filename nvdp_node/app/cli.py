@@ -17,8 +17,9 @@ from pathlib import Path
 
 from nvdp_node import __version__
 from nvdp_node.app import check_cli, config_cli
-from nvdp_node.app.settings import HealthSettings, HostPaths, ServeSettings
-from nvdp_node.config import Config, ConfigError, load_config
+from nvdp_node.adapters.host.paths import HostRoot
+from nvdp_node.app.settings import HealthSettings, ServeSettings
+from nvdp_node.config import Config, ConfigError, LoadedConfig, load_config
 from nvdp_node.domain.errors import EX_CONFIG, HostCheckFailed, PermanentError
 from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
 
@@ -111,7 +112,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {k: v for k, v in pairs.items() if v is not None}
 
 
-def serve_settings(config: Config, host: HostPaths) -> ServeSettings:
+def serve_settings(config: Config, host: HostRoot) -> ServeSettings:
     return ServeSettings(
         resource_name=config.resource_name,
         socket_dir=Path(config.kubelet.socket_dir),
@@ -141,27 +142,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from nvdp_node.app.logs import setup_logging
     from nvdp_node.app.supervisor import Supervisor
 
-    host = HostPaths(sysfs_root=args.sysfs_root, dev_root=args.dev_root)
+    host = HostRoot(sysfs_dir=str(args.sysfs_root), dev_dir=str(args.dev_root))
 
-    def load() -> ServeSettings:
+    def load() -> LoadedConfig:
         loaded = load_config(args.config, overrides=_overrides(args))
         for notice in loaded.notices:
             print(f"nvdp: {notice}", file=sys.stderr)
-        check_host(loaded.config)
-        return serve_settings(loaded.config, host)
+        return loaded
+
+    def reload() -> ServeSettings:
+        config = load().config
+        check_host(config, host)
+        return serve_settings(config, host)
 
     try:
-        loaded = load_config(args.config, overrides=_overrides(args))
+        loaded = load()
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EX_CONFIG
     setup_logging(loaded.config.logging.level, loaded.config.logging.format)
-    for notice in loaded.notices:
-        print(f"nvdp: {notice}", file=sys.stderr)
     policy = loaded.config.runtime_check.policy
     try:
         if policy == "fail":  # must decide before serving
-            check_host(loaded.config)
+            check_host(loaded.config, host)
     except HostCheckFailed as err:
         from nvdp_node.adapters.systemd_notify import Notifier
 
@@ -172,23 +175,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return err.exit_code
     supervisor = Supervisor(
         serve_settings(loaded.config, host),
-        reload_settings=load,
+        reload_settings=reload,
         # "warn" findings are only logged: run them off the start-up path, once registered.
-        after_registration=(lambda: _background_checks(loaded.config)) if policy == "warn" else None,
+        after_registration=(lambda: _background_checks(loaded.config, host)) if policy == "warn" else None,
     )
     return asyncio.run(supervisor.run())
 
 
-def _background_checks(config: Config) -> None:
+def _background_checks(config: Config, host: HostRoot) -> None:
     try:
-        check_host(config)
+        check_host(config, host)
     except Exception:  # a thread nobody joins: say it, don't lose it
         logging.getLogger("nvdp.check").exception("the host checks could not run")
 
 
-def check_host(config: Config) -> None:
+def check_host(config: Config, host: HostRoot) -> None:
     """The start/reload host checks under ``runtime_check.policy``: log findings; raise if policy is fail."""
-    from nvdp_node.adapters.host import HostRoot
     from nvdp_node.app.host_checks import serve_time_checks
     from nvdp_node.domain.checks import Status
 
@@ -196,7 +198,7 @@ def check_host(config: Config) -> None:
     if policy == "off":
         return
     log = logging.getLogger("nvdp.check")
-    report = serve_time_checks(config, HostRoot())
+    report = serve_time_checks(config, host)
     failed = []
     for result in report.results:
         if result.status in (Status.WARNING, Status.ERROR):

@@ -22,6 +22,8 @@ from nvdp_node.domain.errors import TemporaryError
 
 log = logging.getLogger(__name__)
 
+_SERVE = "serve"  # back-off key for serve failures; Register failures use kubelet.sock's identity
+
 
 def socket_name(resource_name: str) -> str:
     """``nvidia.com/gpu`` → ``nvidia-gpu.sock`` (upstream's naming); other domains keep theirs.
@@ -87,8 +89,10 @@ class ResourcePlugin:
         return self.registered_with is not None
 
     async def reconcile(self, kubelet_socket: Path, kubelet_inode: object, now: float) -> None:
-        """Bring serving and registration in line with the world; raises TemporaryError to retry later."""
+        """Bring serving and registration in line with the world; failures back off and retry."""
         if not self.serving:
+            if not self.backoff.ready(now, _SERVE):
+                return
             if self._server is not None:
                 log.warning("%s: socket %s is gone; serving again", self.resource_name, self.socket_path)
                 await self._server.stop()
@@ -100,8 +104,15 @@ class ResourcePlugin:
                     self.state, generation=lambda: self._generation, on_stream_lost=self._stream_ended
                 ),
             )
-            await server.start()
+            try:
+                await server.start()
+            except TemporaryError as err:  # e.g. the directory is missing or not writable
+                delay = self.backoff.failed(now, _SERVE)
+                self.last_error = str(err)
+                log.warning("%s; retrying in %.0f s", err, delay)
+                return
             self._server = server
+            self.backoff.reset()
         if self._stream_lost:
             self._stream_lost = False
             self.registered_with = None
@@ -127,8 +138,8 @@ class ResourcePlugin:
         return self._server is not None and await self._server.answers()
 
     def retry_in(self, now: float) -> float | None:
-        """Seconds until a back-off expires, if one is pending."""
-        if self.registered or not self.backoff.delay:
+        """Seconds until a back-off (of serving or of Register) expires, if one is pending."""
+        if (self.serving and self.registered) or not self.backoff.delay:
             return None
         return max(0.0, self.backoff.next_at - now)
 
@@ -145,5 +156,3 @@ class ResourcePlugin:
             self._server = None
         self.registered_with = None
 
-
-__all__ = ["ResourcePlugin", "socket_name", "Backoff", "TemporaryError"]

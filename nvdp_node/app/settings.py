@@ -1,8 +1,9 @@
 """What ``nvdp serve`` needs to run, derived from the loaded configuration.
 
 The supervisor works on this small frozen value rather than on the config
-model, so reload can compare old and new settings field by field, and the
-host paths tests redirect (sysfs, /dev) sit next to the configured ones.
+model, so reload can compare old and new settings field by field. Host paths
+(sysfs, /dev) are the same :class:`HostRoot` the host checks read, so tests
+redirect both with one value.
 """
 
 from __future__ import annotations
@@ -11,22 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nvdp_node.adapters.host import HostRoot
 from nvdp_node.domain.allocation import AllocationPolicy
 from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
 
 CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 
 
-@dataclass(frozen=True)
-class HostPaths:
-    """Where the host's trees are; tests point these at fixture trees."""
-
-    sysfs_root: Path = Path("/sys")
-    dev_root: Path = Path("/dev")
-
-    def present_control_devices(self) -> tuple[str, ...]:
-        """The control nodes that exist here (upstream passes only those)."""
-        return tuple(p for p in CONTROL_DEVICES if (self.dev_root / Path(p).name).exists())
+def present_control_devices(host: HostRoot) -> tuple[str, ...]:
+    """The control nodes that exist on this host (upstream passes only those)."""
+    dev = host.at(host.dev_dir)
+    return tuple(p for p in CONTROL_DEVICES if (dev / Path(p).name).exists())
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ class ServeSettings:
     pass_device_specs: bool = False
     nvidia_dev_root: str = "/"
     health: HealthSettings = field(default_factory=HealthSettings)
-    host: HostPaths = field(default_factory=HostPaths)
+    host: HostRoot = field(default_factory=HostRoot)
 
     def policy(self) -> AllocationPolicy:
         return AllocationPolicy(
@@ -59,7 +55,7 @@ class ServeSettings:
             device_id_strategy=self.device_id_strategy,
             pass_device_specs=self.pass_device_specs,
             dev_root=self.nvidia_dev_root,
-            control_device_paths=self.host.present_control_devices() if self.pass_device_specs else (),
+            control_device_paths=present_control_devices(self.host) if self.pass_device_specs else (),
         )
 
     def registration_key(self) -> tuple[str, Path]:

@@ -31,7 +31,6 @@ from nvdp_node.domain.errors import (
     NvdpError,
     NvmlUnavailableError,
     PermanentError,
-    TemporaryError,
 )
 
 log = logging.getLogger(__name__)
@@ -56,13 +55,12 @@ class Supervisor:
         self.settings = settings
         self._reload_settings = reload_settings
         self.notifier = notifier or Notifier()
-        self._discover = discover or (lambda s: nvml.discover(sysfs_root=s.host.sysfs_root))
+        self._discover = discover or (lambda s: nvml.discover(sysfs_root=s.host.at(s.host.sysfs_dir)))
         self._wake_event = asyncio.Event()
         self._wake_reasons: list[str] = []
         self._stop = False
         self._reload = False
         self.plugin: ResourcePlugin | None = None
-        self.inventory: NodeInventory | None = None
         self._watcher: DirWatcher | None = None
         self._make_worker = health_worker
         self._after_registration = after_registration
@@ -135,7 +133,6 @@ class Supervisor:
                 raise
             log.error("%s; fail_on_init_error is false, so serving no devices", err)
             inventory = NodeInventory(driver_version="", cuda_driver_version=None, gpus=())
-        self.inventory = inventory
         devices = inventory.devices()
         log.info(
             "found %d GPU(s), driver %s: %s",
@@ -163,12 +160,7 @@ class Supervisor:
             self._watcher.start()
         if self.plugin is None:
             return
-        try:
-            await self.plugin.reconcile(self.settings.kubelet_socket, _inode(self.settings.kubelet_socket), time.monotonic())
-        except TemporaryError as err:
-            self.plugin.last_error = str(err)
-            self.plugin.backoff.failed(time.monotonic(), ("serve", str(err)))
-            log.warning("%s", err)
+        await self.plugin.reconcile(self.settings.kubelet_socket, _inode(self.settings.kubelet_socket), time.monotonic())
 
     async def _wait(self, timeout: float) -> None:
         try:
@@ -192,7 +184,8 @@ class Supervisor:
     # -- reload -------------------------------------------------------------
     async def _do_reload(self) -> None:
         self.notifier.reloading()
-        if self._reload_settings is None:
+        if self._reload_settings is None:  # nothing to re-read; still end the RELOADING state
+            self.notifier.ready(self._status())
             return
         try:
             new = self._reload_settings()

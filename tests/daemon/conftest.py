@@ -18,10 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 class Daemon:
     """A running ``nvdp serve``; its combined output goes to ``log_path``."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, socket_dir: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, socket_dir: Path, config_path: Path) -> None:
         self.proc = proc
         self.log_path = log_path
         self.socket_dir = socket_dir
+        self.config_path = config_path
 
     @property
     def socket(self) -> Path:
@@ -82,7 +83,7 @@ def nvdp_daemon(tmp_path: Path) -> Iterator:
         full_env = {**env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         with log_path.open("wb") as log_file:
             proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
-        daemon = Daemon(proc, log_path, socket_dir)
+        daemon = Daemon(proc, log_path, socket_dir, cfg)
         daemons.append(daemon)
         return daemon
 

@@ -12,15 +12,11 @@ GPU = "nvidia.com/gpu"
 
 
 @pytest.fixture
-def running(nvdp_daemon, kubelet_peer, mock_nvml, tmp_path, notify_socket):
-    node = mock_nvml.use("h100-sxm-8")
-    node.write_sysfs(tmp_path / "sys")
-    config = tmp_path / "config-0.toml"
-    config.write_text("# defaults\n")
-    env = {**clean_env(), **node.env(), "NOTIFY_SOCKET": str(notify_socket.path)}
+def running(nvdp_daemon, kubelet_peer, h100, tmp_path, notify_socket):
+    env = {**clean_env(), **h100.env(), "NOTIFY_SOCKET": str(notify_socket.path)}
     daemon = nvdp_daemon(kubelet_peer.plugin_dir, env=env, sysfs_root=tmp_path / "sys", config="# defaults\n")
     kubelet_peer.wait_node_status(GPU, (8, 8))
-    return daemon, config
+    return daemon, daemon.config_path
 
 
 def reload_and_wait(daemon, notify_socket, count_before):

@@ -230,3 +230,16 @@ def test_nvdp_devices_lists_the_gpus_as_json(h100):
         capture_output=True, text=True, check=True,
     ).stdout
     assert [d["id"] for d in json.loads(out)["devices"]] == uuids(h100)
+
+
+def test_a_missing_socket_directory_is_retried_until_kubelet_creates_it(
+    nvdp_daemon, kubelet_peer_factory, h100, tmp_path
+):
+    peer = kubelet_peer_factory(start=False)
+    peer.plugin_dir.rmdir()  # a node where kubelet has not run yet
+    daemon = serve(nvdp_daemon, peer.plugin_dir, h100, tmp_path)
+    daemon.wait_log("cannot listen on")
+    assert daemon.proc.poll() is None
+    peer.start()  # kubelet creates the directory and kubelet.sock
+    peer.wait_registered(GPU, timeout=10)
+    peer.wait_node_status(GPU, (8, 8))

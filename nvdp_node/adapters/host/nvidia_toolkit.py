@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 
-import yaml
 
 from nvdp_node.adapters.host.paths import HostRoot, read_text, read_toml
 from nvdp_node.domain.checks import TOOLKIT_BINARIES, CdiFacts, FileProblem, ProblemKind, ToolkitFacts
@@ -53,6 +52,8 @@ def _spec_kind(paths: HostRoot, host_path: str) -> str | FileProblem:
     text = read_text(paths, host_path)
     if isinstance(text, FileProblem):
         return text
+    import yaml  # only CDI specs need it; kept off `nvdp serve`'s start-up
+
     try:
         data = json.loads(text) if host_path.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as err:
