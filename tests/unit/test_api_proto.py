@@ -145,3 +145,131 @@ def test_the_committed_generated_code_matches_the_proto(compiled):
         for f in [*message.field, *(f for n in message.nested_type for f in n.field)]:
             f.ClearField("json_name")
     assert generated == compiled_clean, "regenerate with scripts/gen-proto"
+
+
+# --------------------------------------------------------------------------- PodResources v1
+#
+# Transcribed from the field table of k8s.io/kubelet/pkg/apis/podresources/v1/api.proto
+# (kubernetes/kubelet 63b3249), independently of our .proto.
+
+PR_PROTO = "nvdp_node/api/podresources_v1.proto"
+U64 = F.TYPE_UINT64
+
+# message -> [(number, name, type, label, message type or None)]
+PR_EXPECTED_MESSAGES = {
+    "AllocatableResourcesRequest": [],
+    "AllocatableResourcesResponse": [
+        (1, "devices", MSG, REP, ".v1.ContainerDevices"), (2, "cpu_ids", I64, REP, None),
+        (3, "memory", MSG, REP, ".v1.ContainerMemory"),
+    ],
+    "ListPodResourcesRequest": [],
+    "ListPodResourcesResponse": [(1, "pod_resources", MSG, REP, ".v1.PodResources")],
+    "PodResources": [
+        (1, "name", STR, OPT, None), (2, "namespace", STR, OPT, None),
+        (3, "containers", MSG, REP, ".v1.ContainerResources"), (4, "cpu_ids", I64, REP, None),
+        (5, "memory", MSG, REP, ".v1.ContainerMemory"),
+    ],
+    "ContainerResources": [
+        (1, "name", STR, OPT, None), (2, "devices", MSG, REP, ".v1.ContainerDevices"),
+        (3, "cpu_ids", I64, REP, None), (4, "memory", MSG, REP, ".v1.ContainerMemory"),
+        (5, "dynamic_resources", MSG, REP, ".v1.DynamicResource"),
+    ],
+    "ContainerMemory": [
+        (1, "memory_type", STR, OPT, None), (2, "size", U64, OPT, None), (3, "topology", MSG, OPT, ".v1.TopologyInfo"),
+    ],
+    "ContainerDevices": [
+        (1, "resource_name", STR, OPT, None), (2, "device_ids", STR, REP, None),
+        (3, "topology", MSG, OPT, ".v1.TopologyInfo"),
+    ],
+    "TopologyInfo": [(1, "nodes", MSG, REP, ".v1.NUMANode")],
+    "NUMANode": [(1, "ID", I64, OPT, None)],
+    "DynamicResource": [
+        (2, "claim_name", STR, OPT, None), (3, "claim_namespace", STR, OPT, None),
+        (4, "claim_resources", MSG, REP, ".v1.ClaimResource"),
+    ],
+    "ClaimResource": [
+        (1, "cdi_devices", MSG, REP, ".v1.CDIDevice"), (2, "driver_name", STR, OPT, None),
+        (3, "pool_name", STR, OPT, None), (4, "device_name", STR, OPT, None), (5, "share_id", STR, OPT, None),
+    ],
+    "CDIDevice": [(1, "name", STR, OPT, None)],
+    "GetPodResourcesRequest": [(1, "pod_name", STR, OPT, None), (2, "pod_namespace", STR, OPT, None)],
+    "GetPodResourcesResponse": [(1, "pod_resources", MSG, OPT, ".v1.PodResources")],
+}
+PR_EXPLICIT_OPTIONAL = {("ClaimResource", "share_id")}  # proto3 `optional`: has presence
+
+PR_EXPECTED_METHODS = [
+    ("List", "ListPodResourcesRequest", "ListPodResourcesResponse"),
+    ("GetAllocatableResources", "AllocatableResourcesRequest", "AllocatableResourcesResponse"),
+    ("Get", "GetPodResourcesRequest", "GetPodResourcesResponse"),
+]
+
+
+@pytest.fixture(scope="module")
+def pr_compiled(tmp_path_factory: pytest.TempPathFactory) -> descriptor_pb2.FileDescriptorProto:
+    out = tmp_path_factory.mktemp("proto") / "podresources.pb"
+    rc = protoc.main(["protoc", f"-I{ROOT}", f"--descriptor_set_out={out}", str(ROOT / PR_PROTO)])
+    assert rc == 0, "protoc failed to compile the PodResources .proto"
+    (file,) = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file
+    return file
+
+
+def test_the_podresources_package_is_v1_so_method_paths_match_kubelet(pr_compiled):
+    assert (pr_compiled.package, pr_compiled.syntax) == ("v1", "proto3")
+    assert not pr_compiled.name.endswith("api.proto")
+
+
+def test_the_podresources_proto_has_exactly_the_messages_of_the_api_table(pr_compiled):
+    assert {m.name for m in pr_compiled.message_type} == set(PR_EXPECTED_MESSAGES)
+    assert all(not m.nested_type for m in pr_compiled.message_type), "no maps in this API"
+
+
+@pytest.mark.parametrize("message", sorted(PR_EXPECTED_MESSAGES))
+def test_every_podresources_field_has_the_tables_number_name_type_and_label(pr_compiled, message):
+    (desc,) = [m for m in pr_compiled.message_type if m.name == message]
+    actual = [
+        (f.number, f.name, f.type, f.label, f.type_name or None) for f in sorted(desc.field, key=lambda f: f.number)
+    ]
+    assert actual == PR_EXPECTED_MESSAGES[message]
+
+
+def test_only_share_id_is_an_explicitly_optional_field(pr_compiled):
+    optional = {(m.name, f.name) for m in pr_compiled.message_type for f in m.field if f.proto3_optional}
+    assert optional == PR_EXPLICIT_OPTIONAL
+
+
+@pytest.mark.parametrize("method,inp,out", PR_EXPECTED_METHODS, ids=[m[0] for m in PR_EXPECTED_METHODS])
+def test_every_podresources_rpc_is_unary_with_the_tables_types(pr_compiled, method, inp, out):
+    (svc,) = pr_compiled.service
+    (m,) = [m for m in svc.method if m.name == method]
+    assert (m.input_type, m.output_type) == (f".v1.{inp}", f".v1.{out}")
+    assert (m.client_streaming, m.server_streaming) == (False, False)
+
+
+def test_the_podresources_service_has_exactly_the_three_methods_at_kubelets_paths(pr_compiled):
+    paths = {f"/{pr_compiled.package}.{s.name}/{m.name}" for s in pr_compiled.service for m in s.method}
+    assert paths == {
+        "/v1.PodResourcesLister/List", "/v1.PodResourcesLister/GetAllocatableResources", "/v1.PodResourcesLister/Get",
+    }
+
+
+def test_both_apis_load_into_one_descriptor_pool_with_distinct_full_names():
+    from nvdp_node.api import podresources_v1_pb2 as pr
+
+    assert pr.DESCRIPTOR.pool is pb.DESCRIPTOR.pool
+    for short in ("TopologyInfo", "NUMANode", "CDIDevice"):
+        assert (pr.DESCRIPTOR.message_types_by_name[short].full_name, pb.DESCRIPTOR.message_types_by_name[short].full_name) == (
+            f"v1.{short}", f"v1beta1.{short}"
+        )
+
+
+def test_the_committed_podresources_code_matches_the_proto(pr_compiled):
+    from nvdp_node.api import podresources_v1_pb2 as pr
+
+    generated = descriptor_pb2.FileDescriptorProto.FromString(pr.DESCRIPTOR.serialized_pb)
+    compiled_clean = descriptor_pb2.FileDescriptorProto()
+    compiled_clean.CopyFrom(pr_compiled)
+    compiled_clean.ClearField("source_code_info")
+    for message in compiled_clean.message_type:
+        for f in message.field:
+            f.ClearField("json_name")  # protoc's descriptor set adds it; generated code omits it
+    assert generated == compiled_clean, "regenerate with scripts/gen-proto"
