@@ -547,6 +547,138 @@ def test_clear_brings_a_lost_gpu_back(mock_nvml: MockNvml) -> None:
     assert text(pynvml.nvmlDeviceGetUUID(handle)) == node.profile["gpus"][0]["uuid"]
 
 
+# --------------------------------------------------------------------------- call faults
+
+
+def test_a_call_fault_fails_that_function_on_that_gpu_only(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetMinorNumber", 3, "NVML_ERROR_GPU_IS_LOST")
+    pynvml.nvmlInit()
+    lost, neighbour = pynvml.nvmlDeviceGetHandleByIndex(3), pynvml.nvmlDeviceGetHandleByIndex(2)
+    with pytest.raises(pynvml.NVMLError_GpuIsLost):
+        pynvml.nvmlDeviceGetMinorNumber(lost)
+    assert pynvml.nvmlDeviceGetMinorNumber(neighbour) == node.profile["gpus"][2]["minor_number"]
+    assert text(pynvml.nvmlDeviceGetUUID(lost)) == node.profile["gpus"][3]["uuid"]
+
+
+def test_a_fault_on_a_base_name_covers_its_versioned_variants(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetHandleByIndex", 3, "NVML_ERROR_GPU_IS_LOST")
+    pynvml.nvmlInit()
+    with pytest.raises(pynvml.NVMLError_GpuIsLost):  # pynvml calls nvmlDeviceGetHandleByIndex_v2
+        pynvml.nvmlDeviceGetHandleByIndex(3)
+
+
+def test_a_handle_by_index_fault_leaves_the_lookup_by_uuid_working(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetHandleByIndex", 3, "NVML_ERROR_GPU_IS_LOST")
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByUUID(node.profile["gpus"][3]["uuid"])
+    assert pynvml.nvmlDeviceGetIndex(handle) == 3
+
+
+def test_a_fault_on_a_versioned_name_leaves_the_other_versions_alone(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    node.control.fail("nvmlDeviceGetPciInfo_v3", 0, "NVML_ERROR_UNKNOWN")
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(pynvml.NVMLError_Unknown):  # pynvml calls nvmlDeviceGetPciInfo_v3
+        pynvml.nvmlDeviceGetPciInfo(handle)
+    assert call("nvmlDeviceGetPciInfo_v2", handle, ctypes.byref(pynvml.nvmlPciInfo_t())) == pynvml.NVML_SUCCESS
+
+
+def test_a_call_fault_reaches_the_gpus_mig_devices(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("a100-mig-8")
+    pynvml.nvmlInit()
+    mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(pynvml.nvmlDeviceGetHandleByIndex(4), 0)
+    node.control.fail("nvmlDeviceGetUUID", 4, "NVML_ERROR_UNKNOWN")
+    with pytest.raises(pynvml.NVMLError_Unknown):
+        pynvml.nvmlDeviceGetUUID(mig)
+
+
+def test_a_counted_call_fault_fails_exactly_the_next_n_calls(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    node.control.fail("nvmlDeviceGetName", 0, "NVML_ERROR_UNKNOWN", count=2)
+    for _ in range(2):
+        with pytest.raises(pynvml.NVMLError_Unknown):
+            pynvml.nvmlDeviceGetName(handle)
+    assert text(pynvml.nvmlDeviceGetName(handle)) == node.profile["gpus"][0]["name"]
+
+
+MINOR_IN_SUBPROCESS = """
+import pynvml
+pynvml.nvmlInit()
+try:
+    pynvml.nvmlDeviceGetMinorNumber(pynvml.nvmlDeviceGetHandleByIndex(0))
+except pynvml.NVMLError as e:
+    print(type(e).__name__)
+"""
+
+
+def test_counted_call_faults_are_counted_across_processes(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    node.control.fail("nvmlDeviceGetMinorNumber", 0, "NVML_ERROR_UNKNOWN", count=1)
+    out = subprocess.run([sys.executable, "-c", MINOR_IN_SUBPROCESS], env=node.env(), capture_output=True,
+                         text=True, check=True, timeout=30).stdout
+    assert out.strip() == "NVMLError_Unknown"
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    assert pynvml.nvmlDeviceGetMinorNumber(handle) == node.profile["gpus"][0]["minor_number"]
+
+
+def test_a_newer_call_fault_replaces_the_older_one(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    node.control.fail("nvmlDeviceGetMinorNumber", 0, "NVML_ERROR_UNKNOWN")
+    node.control.fail("nvmlDeviceGetMinorNumber", 0, "NVML_ERROR_NO_PERMISSION")
+    pynvml.nvmlInit()
+    with pytest.raises(pynvml.NVMLError_NoPermission):
+        pynvml.nvmlDeviceGetMinorNumber(pynvml.nvmlDeviceGetHandleByIndex(0))
+
+
+def test_a_call_fault_with_count_zero_cancels_it(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    node.control.fail("nvmlDeviceGetMinorNumber", 0, "NVML_ERROR_UNKNOWN")
+    node.control.fail("nvmlDeviceGetMinorNumber", 0, "NVML_ERROR_UNKNOWN", count=0)
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    assert pynvml.nvmlDeviceGetMinorNumber(handle) == node.profile["gpus"][0]["minor_number"]
+
+
+def test_clear_cancels_call_faults(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    node.control.fail("nvmlDeviceGetHandleByIndex", 0, "NVML_ERROR_GPU_IS_LOST")
+    node.control.clear()
+    pynvml.nvmlInit()
+    assert text(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(0))) == node.profile["gpus"][0]["uuid"]
+
+
+def test_the_mock_ignores_a_fail_line_for_a_function_it_does_not_export_and_says_why(
+    mock_nvml: MockNvml, capfd: pytest.CaptureFixture[str]
+) -> None:
+    node = mock_nvml.use("t4-1")
+    with node.control_path.open("a") as f:  # past Control's own check, as a hand-written line would be
+        f.write("fail fn=nvmlDeviceGetMinorNumbr gpu=0 code=NVML_ERROR_UNKNOWN\n")
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    assert pynvml.nvmlDeviceGetMinorNumber(handle) == node.profile["gpus"][0]["minor_number"]
+    assert "fn= must name a per-GPU nvmlDevice* function the mock exports" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("fn", "code"),
+    [("nvmlDeviceGetMinorNumbr", "NVML_ERROR_UNKNOWN"), ("nvmlDeviceGetCount", "NVML_ERROR_UNKNOWN"),
+     ("nvmlInit", "NVML_ERROR_UNKNOWN"), ("nvmlDeviceGetMinorNumber", "GPU_IS_LOST")],
+    ids=["unknown-function", "no-gpu-argument", "not-a-device-function", "bad-error-name"],
+)
+def test_control_rejects_call_faults_that_could_never_fire(tmp_path: Path, fn: str, code: str) -> None:
+    control = Control(tmp_path / "ctl", profile=load_profile("h100-sxm-8"))
+    with pytest.raises(ValueError):
+        control.fail(fn, 0, code)
+    assert control.lines() == []
+
+
 # --------------------------------------------------------------------------- init, shutdown, failures
 
 

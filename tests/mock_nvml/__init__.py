@@ -23,7 +23,7 @@ from typing import Any
 _EXPORTS = {
     # not the function build(): the name belongs to the submodule (import it from .build or .environment)
     "build": ("EXPORTED_SYMBOLS", "BuildError", "find_nvml_header"),
-    "control": ("ERROR_NAMES", "Control"),
+    "control": ("ERROR_NAMES", "FAULTABLE_FUNCTIONS", "Control"),
     "environment": (
         "DRIVER_MISSING", "PROFILES_DIR", "MockNode", "is_driver_missing", "load_profile", "prepare",
         "profile_names", "profile_path", "subprocess_env", "sysfs_bus_id",
@@ -43,6 +43,7 @@ __all__ = [
     "DRIVER_MISSING",
     "ERROR_NAMES",
     "EXPORTED_SYMBOLS",
+    "FAULTABLE_FUNCTIONS",
     "PROFILES_DIR",
     "BuildError",
     "Control",

@@ -37,7 +37,7 @@ CFLAGS = (
     # declare the legacy unversioned entry points too, so they are prototype-checked as well
     "-DNVML_NO_UNVERSIONED_FUNC_DEFS",
 )
-LDFLAGS = (f"-Wl,-soname,{SONAME}", "-Wl,--no-undefined", "-lpthread")
+LDFLAGS = (f"-Wl,-soname,{SONAME}", "-Wl,--no-undefined", "-lpthread", "-ldl")
 
 # Every NVML symbol the mock exports; tests/test_mock_nvml.py checks the built library against it.
 EXPORTED_SYMBOLS = frozenset({

@@ -1,4 +1,4 @@
-"""Fault injection for the mock NVML: XID/ECC events, lost GPUs, failing waits.
+"""Fault injection for the mock NVML: XID/ECC events, lost GPUs, failing calls and waits.
 
 Tests (and the demo script) call :class:`Control` to append commands to the
 file named by ``MOCK_NVML_CONTROL``; the mock library in *every* process
@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.mock_nvml.build import EXPORTED_SYMBOLS
+
 GpuRef = int | str
+
+# Exported functions that concern one GPU, so `fail` can target them (the counts concern none).
+FAULTABLE_FUNCTIONS = frozenset(
+    fn for fn in EXPORTED_SYMBOLS if fn.startswith("nvmlDevice") and not fn.startswith("nvmlDeviceGetCount")
+)
 
 # The NVML error names the mock understands (nvmlReturn_t in nvml.h, minus NVML_SUCCESS).
 ERROR_NAMES = frozenset({
@@ -69,19 +76,35 @@ class Control:
         """From now on every call on ``gpu`` or its MIG devices returns NVML_ERROR_GPU_IS_LOST."""
         self._append(f"lose gpu={self._gpu(gpu)}")
 
+    def fail(self, fn: str, gpu: GpuRef, code_name: str, count: int = -1) -> None:
+        """The next ``count`` calls of ``fn`` on ``gpu`` (or its MIG devices), in any process, fail.
+
+        ``fn`` is the C symbol, e.g. ``nvmlDeviceGetMinorNumber``; a name
+        without a ``_v<n>`` suffix also covers its versioned variants, so
+        ``nvmlDeviceGetHandleByIndex`` covers the ``_v2`` pynvml calls.
+        ``count=-1`` means every call from now on; ``count=0`` cancels. A
+        newer ``fail`` for the same function and GPU replaces an older one.
+        The fault fires after NVML's argument checks, like ``lose``.
+        """
+        if fn not in FAULTABLE_FUNCTIONS:
+            raise ValueError(f"{fn!r} is not a per-GPU NVML function the mock exports, such as "
+                             f"'nvmlDeviceGetMinorNumber'")
+        _check_error_name(code_name)
+        _check_count("count", count, minimum=-1)
+        self._append(f"fail fn={fn} gpu={self._gpu(gpu)} code={code_name} count={count}")
+
     def wait_errors(self, code_name: str, count: int = -1) -> None:
         """The next ``count`` nvmlEventSetWait calls, in any process, fail with ``code_name``.
 
         ``count=-1`` means every call from now on; ``count=0`` cancels.
         A newer ``wait_errors`` replaces an older one.
         """
-        if code_name not in ERROR_NAMES:
-            raise ValueError(f"{code_name!r} is not an NVML error name such as 'NVML_ERROR_UNKNOWN'")
+        _check_error_name(code_name)
         _check_count("count", count, minimum=-1)
         self._append(f"wait_error code={code_name} count={count}")
 
     def clear(self) -> None:
-        """Un-lose every GPU and cancel injected wait errors (delivered events stay delivered)."""
+        """Un-lose every GPU, cancel injected call faults and wait errors (delivered events stay delivered)."""
         self._append("clear")
 
     def lines(self) -> list[str]:
@@ -111,6 +134,11 @@ class Control:
             os.close(fd)
         if written != len(data):
             raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
+
+
+def _check_error_name(code_name: str) -> None:
+    if code_name not in ERROR_NAMES:
+        raise ValueError(f"{code_name!r} is not an NVML error name such as 'NVML_ERROR_UNKNOWN'")
 
 
 def _check_count(name: str, value: int, *, minimum: int) -> None:

@@ -1,6 +1,8 @@
 /* Incremental reader of the control file; see control.h for the line format. */
+#define _GNU_SOURCE /* dladdr */
 #include "control.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,7 +24,7 @@ void mock_control_open(mock_control *ctl, const char *path)
 {
     memset(ctl, 0, sizeof *ctl);
     ctl->fd = -1;
-    ctl->wait_error_offset = -1;
+    ctl->wait_error.offset = -1;
     if (path)
         snprintf(ctl->path, sizeof ctl->path, "%s", path);
 }
@@ -83,6 +85,59 @@ static const char *arg(char *const *keys, char *const *values, int n, const char
     return NULL;
 }
 
+/*
+ * Whether `fail fn=<name>` can ever fire: the name must be exported by this
+ * library (looked up in our own dynamic symbol table, so the list cannot go
+ * stale) and be a per-GPU function; the device counts concern no GPU.
+ */
+static int faultable(const char *fn)
+{
+    if (strncmp(fn, "nvmlDevice", 10) != 0 || strncmp(fn, "nvmlDeviceGetCount", 18) == 0 ||
+        strlen(fn) >= MOCK_FN_LEN)
+        return 0;
+    Dl_info self;
+    if (!dladdr((void *)mock_control_open, &self) || !self.dli_fname)
+        return 1; /* cannot tell: let the command through */
+    void *lib = dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+    if (!lib)
+        return 1;
+    int found = dlsym(lib, fn) != NULL;
+    dlclose(lib);
+    return found;
+}
+
+static mock_injection *find_injection(mock_control *ctl, long long offset)
+{
+    if (offset < 0)
+        return NULL;
+    if (ctl->wait_error.offset == offset)
+        return &ctl->wait_error;
+    for (size_t i = 0; i < ctl->fault_count; i++)
+        if (ctl->faults[i].injection.offset == offset)
+            return &ctl->faults[i].injection;
+    return NULL;
+}
+
+/* Record (or replace, or with count 0 cancel) the fault for one (function, GPU). */
+static const char *set_fault(mock_control *ctl, const mock_fault *fault)
+{
+    size_t i = 0;
+    while (i < ctl->fault_count && !(ctl->faults[i].gpu == fault->gpu && strcmp(ctl->faults[i].fn, fault->fn) == 0))
+        i++;
+    if (fault->injection.count == 0) {
+        if (i < ctl->fault_count)
+            ctl->faults[i] = ctl->faults[--ctl->fault_count];
+        return NULL;
+    }
+    if (i == ctl->fault_count) {
+        if (ctl->fault_count == MOCK_MAX_FAULTS)
+            return "too many active faults (one per function and GPU; clear some)";
+        ctl->fault_count++;
+    }
+    ctl->faults[i] = *fault;
+    return NULL;
+}
+
 static int add_event(mock_control *ctl, const mock_event *event)
 {
     if (ctl->event_count == ctl->event_cap) {
@@ -120,7 +175,8 @@ static void apply_line(mock_control *ctl, const mock_node *node, long long offse
 
     if (strcmp(command, "clear") == 0) {
         memset(ctl->lost, 0, sizeof ctl->lost);
-        ctl->wait_error_offset = -1;
+        ctl->wait_error.offset = -1;
+        ctl->fault_count = 0;
         return;
     }
     if (strcmp(command, "wait_error") == 0) {
@@ -133,17 +189,15 @@ static void apply_line(mock_control *ctl, const mock_node *node, long long offse
             warn_line(ctl, offset, original, "expected code=<NVML_ERROR_NAME> count=<n or -1>");
             return;
         }
-        ctl->wait_error_offset = offset;
-        ctl->wait_error_code = rc;
-        ctl->wait_error_count = c;
-        ctl->wait_error_consumed = 0;
+        ctl->wait_error = (mock_injection){.offset = offset, .code = rc, .count = c};
         return;
     }
-    if (strcmp(command, "wait_error_consumed") == 0) {
+    if (strcmp(command, "wait_error_consumed") == 0 || strcmp(command, "fail_consumed") == 0) {
         const char *of = arg(keys, values, n, "of");
         long long o;
-        if (of && parse_ll(of, &o) && o == ctl->wait_error_offset)
-            ctl->wait_error_consumed++;
+        mock_injection *injection = of && parse_ll(of, &o) ? find_injection(ctl, o) : NULL;
+        if (injection)
+            injection->consumed++;
         return;
     }
 
@@ -156,6 +210,27 @@ static void apply_line(mock_control *ctl, const mock_node *node, long long offse
     }
     if (strcmp(command, "lose") == 0) {
         ctl->lost[gpu] = 1;
+        return;
+    }
+    if (strcmp(command, "fail") == 0) {
+        const char *fn = arg(keys, values, n, "fn");
+        const char *code = arg(keys, values, n, "code");
+        const char *count = arg(keys, values, n, "count");
+        mock_fault fault = {.gpu = gpu, .injection = {.offset = offset, .count = -1}};
+        if (!fn || !code || !mock_error_from_name(code, &fault.injection.code) ||
+            fault.injection.code == NVML_SUCCESS || (count && (!parse_ll(count, &fault.injection.count) ||
+                                                               fault.injection.count < -1))) {
+            warn_line(ctl, offset, original, "expected fn=<function> code=<NVML_ERROR_NAME> [count=<n or -1>]");
+            return;
+        }
+        if (!faultable(fn)) {
+            warn_line(ctl, offset, original, "fn= must name a per-GPU nvmlDevice* function the mock exports");
+            return;
+        }
+        snprintf(fault.fn, sizeof fault.fn, "%s", fn);
+        const char *problem = set_fault(ctl, &fault);
+        if (problem)
+            warn_line(ctl, offset, original, problem);
         return;
     }
     mock_event ev = {.offset = offset, .gpu = gpu, .gpu_instance_id = 0xFFFFFFFFu,
@@ -241,26 +316,32 @@ void mock_control_refresh(mock_control *ctl, const mock_node *node)
     free(buf);
 }
 
-nvmlReturn_t mock_control_take_wait_error(mock_control *ctl, const mock_node *node)
+/*
+ * Take one of the injection whose command line is at `offset`: a counted one
+ * is claimed by appending a "<consumed> of=<offset>" line under flock, so the
+ * count holds across every process sharing the control file.
+ */
+static nvmlReturn_t take(mock_control *ctl, const mock_node *node, long long offset, const char *consumed)
 {
-    if (ctl->wait_error_offset < 0 || ctl->wait_error_count == 0)
+    const mock_injection *injection = find_injection(ctl, offset);
+    if (!injection || injection->count == 0)
         return NVML_SUCCESS;
-    if (ctl->wait_error_count < 0)
-        return ctl->wait_error_code;
-    if (ctl->wait_error_consumed >= ctl->wait_error_count)
+    if (injection->count < 0)
+        return injection->code;
+    if (injection->consumed >= injection->count)
         return NVML_SUCCESS;
     /* another process may have taken the last one: re-check under the lock */
     if (flock(ctl->fd, LOCK_EX) != 0)
         return NVML_ERROR_UNKNOWN;
     mock_control_refresh(ctl, node);
     nvmlReturn_t rc = NVML_SUCCESS;
-    if (ctl->wait_error_offset >= 0 && ctl->wait_error_count > 0 &&
-        ctl->wait_error_consumed < ctl->wait_error_count) {
+    injection = find_injection(ctl, offset); /* gone if cleared or replaced meanwhile */
+    if (injection && injection->count > 0 && injection->consumed < injection->count) {
+        nvmlReturn_t code = injection->code;
         char line[96];
-        int len = snprintf(line, sizeof line, "wait_error_consumed of=%lld pid=%d\n", ctl->wait_error_offset,
-                           (int)getpid());
+        int len = snprintf(line, sizeof line, "%s of=%lld pid=%d\n", consumed, offset, (int)getpid());
         if (write(ctl->fd, line, (size_t)len) == len) {
-            rc = ctl->wait_error_code;
+            rc = code;
             mock_control_refresh(ctl, node);
         } else {
             fprintf(stderr, "mock-nvml: %s: cannot append to the control file: %s\n", ctl->path, strerror(errno));
@@ -269,4 +350,39 @@ nvmlReturn_t mock_control_take_wait_error(mock_control *ctl, const mock_node *no
     }
     flock(ctl->fd, LOCK_UN);
     return rc;
+}
+
+nvmlReturn_t mock_control_take_wait_error(mock_control *ctl, const mock_node *node)
+{
+    return take(ctl, node, ctl->wait_error.offset, "wait_error_consumed");
+}
+
+/* "nvmlDeviceGetPciInfo" covers itself and "nvmlDeviceGetPciInfo_v<digits>"; a versioned name only itself. */
+static int covers(const char *fault_fn, const char *function)
+{
+    size_t len = strlen(fault_fn);
+    if (strncmp(fault_fn, function, len) != 0)
+        return 0;
+    const char *rest = function + len;
+    if (!*rest)
+        return 1;
+    if (strncmp(rest, "_v", 2) != 0 || !rest[2])
+        return 0;
+    for (rest += 2; *rest; rest++)
+        if (*rest < '0' || *rest > '9')
+            return 0;
+    return 1;
+}
+
+nvmlReturn_t mock_control_take_fault(mock_control *ctl, const mock_node *node, const char *function, unsigned gpu)
+{
+    for (size_t i = 0; i < ctl->fault_count; i++) {
+        const mock_fault *fault = &ctl->faults[i];
+        if (fault->gpu == gpu && covers(fault->fn, function)) {
+            nvmlReturn_t rc = take(ctl, node, fault->injection.offset, "fail_consumed");
+            if (rc != NVML_SUCCESS)
+                return rc;
+        }
+    }
+    return NVML_SUCCESS;
 }

@@ -54,6 +54,7 @@ static mock_control g_ctl;
 static struct nvmlEventSet_st *g_sets;
 static struct nvmlDevice_st g_gpu_handles[MOCK_MAX_GPUS];
 static struct nvmlDevice_st g_mig_handles[MOCK_MAX_GPUS][MOCK_MAX_MIG];
+static const char *g_call; /* the exported function being served, for `fail fn=` faults */
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
@@ -78,6 +79,7 @@ static void trace(const char *function)
     do {                                 \
         trace(__func__);                 \
         pthread_mutex_lock(&g_lock);     \
+        g_call = __func__;               \
     } while (0)
 
 #define LEAVE(rc)                        \
@@ -127,15 +129,19 @@ static nvmlDevice_t mig_handle(const mock_gpu *gpu, const mock_mig *mig)
     return &g_mig_handles[gpu->index][mig - gpu->mig];
 }
 
-static nvmlReturn_t check_lost(const mock_gpu *gpu)
+/* A call that concerns `gpu` (or one of its MIG devices): lost, or failed by a `fail fn=` fault. */
+static nvmlReturn_t check_gpu(const mock_gpu *gpu)
 {
     refresh();
-    return g_ctl.lost[gpu->index] ? NVML_ERROR_GPU_IS_LOST : NVML_SUCCESS;
+    if (g_ctl.lost[gpu->index])
+        return NVML_ERROR_GPU_IS_LOST;
+    return mock_control_take_fault(&g_ctl, g_node, g_call, gpu->index);
 }
 
 /*
  * The common prologue of device queries, in NVML's order: initialised, valid
- * handle, valid output arguments, then the GPU (or a MIG device's parent) not lost.
+ * handle, valid output arguments, then the GPU (or a MIG device's parent) not
+ * lost and not failed by an injected fault.
  */
 static nvmlReturn_t device_begin(nvmlDevice_t device, mock_gpu **gpu, mock_mig **mig, int args_ok)
 {
@@ -143,7 +149,7 @@ static nvmlReturn_t device_begin(nvmlDevice_t device, mock_gpu **gpu, mock_mig *
         return NVML_ERROR_UNINITIALIZED;
     if (!resolve(device, gpu, mig) || !args_ok)
         return NVML_ERROR_INVALID_ARGUMENT;
-    return check_lost(*gpu);
+    return check_gpu(*gpu);
 }
 
 static nvmlReturn_t copy_string(char *dst, unsigned int length, const char *src)
@@ -393,7 +399,7 @@ static nvmlReturn_t handle_by_index(unsigned int index, nvmlDevice_t *device)
         return NVML_ERROR_UNINITIALIZED;
     if (!device || index >= g_node->gpu_count)
         return NVML_ERROR_INVALID_ARGUMENT;
-    nvmlReturn_t rc = check_lost(&g_node->gpus[index]);
+    nvmlReturn_t rc = check_gpu(&g_node->gpus[index]);
     if (rc == NVML_SUCCESS)
         *device = gpu_handle(&g_node->gpus[index]);
     return rc;
@@ -427,7 +433,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *de
             if (strcmp(gpu->mig[m].uuid, uuid) == 0)
                 found = mig_handle(gpu, &gpu->mig[m]);
         if (found) {
-            nvmlReturn_t rc = check_lost(gpu);
+            nvmlReturn_t rc = check_gpu(gpu);
             if (rc == NVML_SUCCESS)
                 *device = found;
             LEAVE(rc);
@@ -447,7 +453,7 @@ static nvmlReturn_t handle_by_bus_id(const char *bus_id, nvmlDevice_t *device)
     for (unsigned g = 0; parsed == 1 && g < g_node->gpu_count; g++) {
         mock_gpu *gpu = &g_node->gpus[g];
         if (gpu->pci.domain == a.domain && gpu->pci.bus == a.bus && gpu->pci.device == a.device) {
-            nvmlReturn_t rc = check_lost(gpu);
+            nvmlReturn_t rc = check_gpu(gpu);
             if (rc == NVML_SUCCESS)
                 *device = gpu_handle(gpu);
             return rc;
@@ -754,9 +760,9 @@ EXPORT nvmlReturn_t nvmlDeviceGetTopologyCommonAncestor(nvmlDevice_t device1, nv
         LEAVE(NVML_ERROR_INVALID_ARGUMENT);
     if (ma || mb)
         LEAVE(NVML_ERROR_NOT_SUPPORTED);
-    nvmlReturn_t rc = check_lost(a);
+    nvmlReturn_t rc = check_gpu(a);
     if (rc == NVML_SUCCESS)
-        rc = check_lost(b);
+        rc = check_gpu(b);
     if (rc == NVML_SUCCESS)
         *pathInfo = g_node->topology[a->index][b->index];
     LEAVE(rc);
