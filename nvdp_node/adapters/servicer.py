@@ -1,8 +1,9 @@
 """The ``v1beta1.DevicePlugin`` gRPC service kubelet calls on nvdp's socket.
 
-Created by :class:`~nvdp_node.adapters.plugin_server.PluginServer` for every
-serve; it turns RPCs into calls of the pure allocation functions and streams
-the shared :class:`DeviceState` to kubelet. Bad requests get a gRPC error and
+Created by :class:`~nvdp_node.app.resource_plugin.ResourcePlugin` for every
+serve and handed to :class:`~nvdp_node.adapters.plugin_server.PluginServer`;
+it turns RPCs into calls of the pure allocation functions and streams the
+resource's :class:`DeviceState` to kubelet. Bad requests get a gRPC error and
 never disturb other RPCs or the daemon.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
+from typing import Protocol
 
 import grpc
 
@@ -30,17 +32,37 @@ log = logging.getLogger(__name__)
 OPTIONS = pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
 
 
+class StreamObserver(Protocol):
+    """Told about ListAndWatch streams; ``opened`` returns a token handed back to ``ended``."""
+
+    def opened(self) -> object: ...
+
+    def ended(self, token: object) -> None: ...
+
+
+class _NoStreamObserver:
+    def opened(self) -> object:
+        return None
+
+    def ended(self, token: object) -> None:
+        return None
+
+
 class DeviceState:
     """A resource's devices and health, with change notification for ListAndWatch.
 
-    Owned by the supervisor, shared by every servicer of that resource (a
-    re-serve builds a new servicer, not a new state) and updated by the health
-    worker through :meth:`set_health` on the event loop.
+    Owned by the resource's :class:`~nvdp_node.app.resource_plugin.ResourcePlugin`,
+    shared by every servicer of that resource (a re-serve builds a new
+    servicer, not a new state) and updated on the event loop: NVML health
+    through :meth:`set_health`, GPUs that pods hold under another resource name
+    through :meth:`set_held`. A held device is advertised Unhealthy whatever
+    NVML says, so kubelet cannot hand it out a second time.
     """
 
     def __init__(self, devices: DeviceSet, policy: AllocationPolicy) -> None:
         self.devices = devices
         self.policy = policy
+        self.held: dict[str, str] = {}
         self._changed = asyncio.Event()
 
     def set_health(self, device_ids: Iterable[str], health: Health) -> list[str]:
@@ -50,9 +72,35 @@ class DeviceState:
             self._notify()
         return changed
 
+    def set_held(self, held: dict[str, str]) -> bool:
+        """Replace the map device id → holder under another resource name; True if it changed."""
+        held = {k: v for k, v in held.items() if k in self.devices.by_id}
+        if held == self.held:
+            return False
+        taken = sorted(set(held) - set(self.held))
+        released = sorted(set(self.held) - set(held))
+        self.held = held
+        if taken:
+            log.warning(
+                "%s: advertising %d device(s) as Unhealthy while pods hold them under another resource "
+                "name: %s", self.policy.resource_name, len(taken), "; ".join(f"{i} ({held[i]})" for i in taken),
+            )
+        if released:
+            log.info("%s: released by their pods, advertised again: %s", self.policy.resource_name,
+                     ", ".join(released))
+        self._notify()
+        return True
+
+    def health_of(self, device_id: str) -> Health:
+        return Health.UNHEALTHY if device_id in self.held else self.devices.health(device_id)
+
+    def healthy_count(self) -> int:
+        return sum(1 for d in self.devices.by_id if self.health_of(d) is Health.HEALTHY)
+
     def replace(self, devices: DeviceSet, policy: AllocationPolicy) -> None:
         """Swap in a re-enumerated device list (reload); streams re-send it."""
         self.devices, self.policy = devices, policy
+        self.held = {k: v for k, v in self.held.items() if k in devices.by_id}
         self._notify()
 
     def _notify(self) -> None:
@@ -65,7 +113,7 @@ class DeviceState:
             devices=[
                 pb.Device(
                     ID=device.id,
-                    health=str(health),
+                    health=str(Health.UNHEALTHY if device.id in self.held else health),
                     topology=(
                         pb.TopologyInfo(nodes=[pb.NUMANode(ID=device.numa_node)])
                         if device.numa_node is not None
@@ -81,25 +129,16 @@ class DeviceState:
 class DevicePluginServicer(pb_grpc.DevicePluginServicer):
     """One serve's worth of the DevicePlugin service.
 
-    ``on_stream_lost(generation)`` is called when a ListAndWatch stream ends
-    while this servicer is not being closed: kubelet never calls ListAndWatch
-    again, so only a new Register brings the resource back. ``generation``
-    is the registration generation current when the stream started, so the
-    supervisor can tell a replaced stream from a lost one.
+    ``streams`` is told when each ListAndWatch stream opens and when it ends
+    (not when this servicer closes it): the resource owner decides which
+    stream is kubelet's, since only the end of kubelet's stream means the
+    registration is lost (kubelet never calls ListAndWatch again by itself).
     """
 
-    def __init__(
-        self,
-        state: DeviceState,
-        *,
-        generation: Callable[[], int] = lambda: 0,
-        on_stream_lost: Callable[[int], None] = lambda _gen: None,
-    ) -> None:
+    def __init__(self, state: DeviceState, *, streams: StreamObserver | None = None) -> None:
         self._state = state
-        self._generation = generation
-        self._on_stream_lost = on_stream_lost
+        self._streams = streams or _NoStreamObserver()
         self._closing = asyncio.Event()
-        self.active_streams = 0
 
     def close(self) -> None:
         """End every ListAndWatch stream normally; called just before the server stops."""
@@ -109,8 +148,7 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
         return OPTIONS
 
     async def ListAndWatch(self, request: pb.Empty, context: object) -> AsyncIterator[pb.ListAndWatchResponse]:
-        generation = self._generation()
-        self.active_streams += 1
+        token = self._streams.opened()
         closing = asyncio.ensure_future(self._closing.wait())
         try:
             while True:
@@ -125,10 +163,8 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
                     return
         finally:
             closing.cancel()
-            self.active_streams -= 1
             if not self._closing.is_set():
-                log.warning("%s: kubelet ended the ListAndWatch stream", self._state.policy.resource_name)
-                self._on_stream_lost(generation)
+                self._streams.ended(token)
 
     async def Allocate(self, request: pb.AllocateRequest, context: grpc.aio.ServicerContext) -> pb.AllocateResponse:
         state = self._state

@@ -18,10 +18,9 @@ from pathlib import Path
 from nvdp_node import __version__
 from nvdp_node.app import check_cli, config_cli
 from nvdp_node.adapters.host.paths import HostRoot
-from nvdp_node.app.settings import HealthSettings, ServeSettings
+from nvdp_node.app.settings import ServeSettings
 from nvdp_node.config import Config, ConfigError, LoadedConfig, load_config
 from nvdp_node.domain.errors import EX_CONFIG, HostCheckFailed, PermanentError
-from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
 
 DESCRIPTION = """\
 nvdp advertises this node's NVIDIA GPUs to kubelet through the device plugin
@@ -32,7 +31,7 @@ nvdp.service and is configured by /etc/nvdp/config.toml.
 
 EXIT_CODES = """\
 exit codes:
-  0   stopped normally (SIGTERM/SIGINT), or the command succeeded
+  0   stopped normally (SIGTERM/SIGINT/SIGQUIT), or the command succeeded
   1   unexpected internal error
   2   bad command line
   69  NVML unavailable (driver missing or not loaded) and fail_on_init_error is true
@@ -61,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the device plugin daemon (what nvdp.service runs)",
         description="Discover GPUs through NVML, serve the v1beta1 DevicePlugin service on "
         "<socket_dir>/nvidia-<name>.sock, register with kubelet and re-register whenever "
-        "kubelet restarts. SIGHUP reloads the configuration; SIGTERM stops and removes the socket.",
+        "kubelet restarts. SIGHUP reloads the configuration (a bad one is reported and the running one "
+        "kept); SIGTERM, SIGINT or SIGQUIT stop serving and remove the socket.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -72,10 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     devices = sub.add_parser(
         "devices",
         help="show the GPUs nvdp would advertise",
-        description="Enumerate GPUs through NVML exactly as `nvdp serve` does and print them.",
+        description="Enumerate GPUs through NVML exactly as `nvdp serve` does and print them, "
+        "including GPUs in error (advertised Unhealthy) and GPUs NVML cannot identify (not advertised). "
+        "Exits 0 whenever the enumeration itself worked, 69 when NVML is unavailable.",
     )
     devices.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _add_host_flags(devices)
+    devices.add_argument(  # the only host path discovery reads (the device nodes are serve's concern)
+        "--sysfs-root", type=Path, default=Path("/sys"), metavar="DIR",
+        help="where sysfs is mounted, for NUMA affinity (default: /sys)",
+    )
     devices.set_defaults(func=cmd_devices)
 
     version = sub.add_parser("version", help="print nvdp's version")
@@ -90,6 +95,10 @@ def _add_override_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resource-name", metavar="NAME", help="overrides resource_name")
     p.add_argument("--socket-dir", metavar="DIR", help="overrides kubelet.socket_dir")
     p.add_argument("--kubelet-socket", metavar="PATH", help="overrides kubelet.kubelet_socket")
+    p.add_argument(
+        "--pod-resources-socket", metavar="PATH",
+        help='overrides kubelet.pod_resources_socket ("" = do not consult PodResources)',
+    )
 
 
 def _add_host_flags(p: argparse.ArgumentParser) -> None:
@@ -108,34 +117,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "resource_name": getattr(args, "resource_name", None),
         "kubelet.socket_dir": getattr(args, "socket_dir", None),
         "kubelet.kubelet_socket": getattr(args, "kubelet_socket", None),
+        "kubelet.pod_resources_socket": getattr(args, "pod_resources_socket", None),
     }
     return {k: v for k, v in pairs.items() if v is not None}
-
-
-def serve_settings(config: Config, host: HostRoot) -> ServeSettings:
-    return ServeSettings(
-        resource_name=config.resource_name,
-        socket_dir=Path(config.kubelet.socket_dir),
-        kubelet_socket=Path(config.kubelet.kubelet_socket_path),
-        fail_on_init_error=config.plugin.fail_on_init_error,
-        device_list_strategy=tuple(config.plugin.device_list_strategy),
-        device_id_strategy=str(config.plugin.device_id_strategy),
-        pass_device_specs=config.plugin.pass_device_specs,
-        nvidia_dev_root=str(config.plugin.dev_root_path),
-        health=HealthSettings(
-            enabled=config.health.enabled,
-            xid_events=config.health.xid_events,
-            policy=HealthPolicy(
-                ignored_xids=frozenset(config.health.ignored_xids),
-                force_enabled_xids=frozenset(config.health.force_enabled_xids),
-                unattributed_marks_all=config.health.unattributed_events == "mark-all",
-            ),
-            recovery=RecoveryPolicy(
-                enabled=config.health.recovery, quiet_period=float(config.health.recovery_quiet_period)
-            ),
-        ),
-        host=host,
-    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -143,24 +127,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from nvdp_node.app.supervisor import Supervisor
 
     host = HostRoot(sysfs_dir=str(args.sysfs_root), dev_dir=str(args.dev_root))
+    log = logging.getLogger("nvdp")
 
-    def load() -> LoadedConfig:
-        loaded = load_config(args.config, overrides=_overrides(args))
-        for notice in loaded.notices:
-            print(f"nvdp: {notice}", file=sys.stderr)
-        return loaded
+    def load(*, missing_ok: bool) -> LoadedConfig:
+        # serve refuses a config that non-root users could change (it runs as root).
+        try:  # TEMPORARY until the config helper lands secure/missing_ok
+            return load_config(args.config, overrides=_overrides(args), secure=True, missing_ok=missing_ok)
+        except TypeError:
+            return load_config(args.config, overrides=_overrides(args))
 
     def reload() -> ServeSettings:
-        config = load().config
-        check_host(config, host)
-        return serve_settings(config, host)
+        """Runs on a thread: read, validate and check; any error keeps the running configuration."""
+        loaded = load(missing_ok=False)  # a file deleted since start is an error, not "defaults"
+        for notice in loaded.notices:
+            log.warning("%s", notice)
+        check_host(loaded.config, host)  # under policy "fail" a failing check rejects the reload
+        return ServeSettings.from_config(loaded.config, host)
+
+    def reloaded(settings: ServeSettings) -> None:
+        setup_logging(settings.log_level, settings.log_format)
+        log.info("effective configuration: %s", settings.summary)
 
     try:
-        loaded = load()
+        loaded = load(missing_ok=True)
     except ConfigError as err:
-        print(err, file=sys.stderr)
+        print(err, file=sys.stderr)  # logging is not set up without a config; journald keeps stderr
         return EX_CONFIG
-    setup_logging(loaded.config.logging.level, loaded.config.logging.format)
+    settings = ServeSettings.from_config(loaded.config, host)
+    setup_logging(settings.log_level, settings.log_format)
+    for notice in loaded.notices:
+        log.warning("%s", notice)
+    log.info("nvdp %s starting; effective configuration: %s", __version__, settings.summary)
     policy = loaded.config.runtime_check.policy
     try:
         if policy == "fail":  # must decide before serving
@@ -168,14 +165,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except HostCheckFailed as err:
         from nvdp_node.adapters.systemd_notify import Notifier
 
-        logging.getLogger("nvdp").error("%s", err)
+        log.error("%s", err)
         notifier = Notifier()
         notifier.set_status(f"Failed: {err}")
         notifier.close()
         return err.exit_code
     supervisor = Supervisor(
-        serve_settings(loaded.config, host),
-        reload_settings=reload,
+        settings,
+        loader=reload,
+        on_reloaded=reloaded,
         # "warn" findings are only logged: run them off the start-up path, once registered.
         after_registration=(lambda: _background_checks(loaded.config, host)) if policy == "warn" else None,
     )
@@ -224,16 +222,22 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_inventory_json(inventory), indent=2))
         return 0
-    print(f"driver {inventory.driver_version}, CUDA {inventory.cuda_driver_version or 'unknown'}, "
-          f"{len(inventory.gpus)} GPU(s)")
-    rows = [("INDEX", "ID", "NAME", "MEMORY", "NUMA", "MIG", "PCI BUS ID")]
+    found = len(inventory.gpus)
+    counted = f"{found} GPU(s)" if found == inventory.expected else f"{found} of {inventory.expected} GPU(s)"
+    print(f"driver {inventory.driver_version}, CUDA {inventory.cuda_driver_version or 'unknown'}, {counted}")
+    rows = [("INDEX", "ID", "NAME", "MEMORY", "NUMA", "MIG", "PCI BUS ID", "STATE")]
     for g in inventory.gpus:
-        rows.append((str(g.index), g.uuid, g.name, f"{g.memory_total // 2**20} MiB",
+        rows.append((str(g.index), g.uuid, g.name, f"{g.memory_total // 2**20} MiB" if g.memory_total else "-",
                      "-" if g.numa_node is None else str(g.numa_node), "on" if g.mig_enabled else "off",
-                     g.pci_bus_id))
+                     g.pci_bus_id or "-", "ok" if g.error is None else "error"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    for g in inventory.gpus:
+        if g.error is not None:
+            print(f"error GPU {g.index} ({g.uuid}): {g.error} (advertised Unhealthy)")
+    for missing in inventory.unidentified:
+        print(f"unidentified GPU at {missing} (not advertised)")
     for skipped in inventory.skipped:
         print(f"skipped {skipped} (display device)")
     return 0
@@ -248,10 +252,12 @@ def _inventory_json(inventory) -> dict[str, object]:  # type: ignore[no-untyped-
                 "id": g.uuid, "index": g.index, "name": g.name, "minor": g.minor,
                 "pci_bus_id": g.pci_bus_id, "memory_total": g.memory_total,
                 "numa_node": g.numa_node, "compute_capability": g.compute_capability,
-                "mig_enabled": g.mig_enabled,
+                "mig_enabled": g.mig_enabled, "error": g.error,
             }
             for g in inventory.gpus
         ],
+        "expected": inventory.expected,
+        "unidentified": list(inventory.unidentified),
         "skipped": list(inventory.skipped),
     }
 

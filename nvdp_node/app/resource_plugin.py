@@ -1,158 +1,246 @@
-"""One advertised resource: its server, its registration, and their repair.
+"""One advertised resource, owned end to end: devices, serving, registration, claims.
 
-The supervisor owns one :class:`ResourcePlugin` per resource and calls
-:meth:`ResourcePlugin.reconcile` whenever something may have changed. The
-method is level-triggered: it compares what is (our socket's inode,
-kubelet.sock's inode, whether kubelet still streams from us) with what was
-registered, and serves and/or registers again when they differ. Missed or
-duplicated wake-ups therefore cannot leave the node without capacity.
+The supervisor starts one :class:`ResourcePlugin` per resource and afterwards
+only pokes it (:meth:`ResourcePlugin.poke`) with kubelet.sock's identity when
+something may have changed. Everything slow — serving with its self-dial,
+Register (kubelet may accept the connection and never answer), PodResources —
+happens in the plugin's own task, so the supervisor's loop, READY, the
+watchdog and signals never wait for kubelet.
+
+The task is level-triggered: each pass compares what is (our socket's
+identity, kubelet.sock's identity, whether kubelet's ListAndWatch stream of
+the current registration still runs) with what was registered, and serves
+and/or registers again when they differ; the decisions are the pure
+:class:`~nvdp_node.domain.registration.Registrar`'s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from nvdp_node.adapters.plugin_server import PluginServer
-from nvdp_node.adapters.registration import RegistrationError, register
+from nvdp_node.adapters.pod_resources import PodResourcesUnavailable, list_assignments
+from nvdp_node.adapters.registration import register
 from nvdp_node.adapters.servicer import DevicePluginServicer, DeviceState
+from nvdp_node.domain.claims import held_elsewhere
 from nvdp_node.domain.errors import TemporaryError
+from nvdp_node.domain.registration import Backoff, Registrar
+from nvdp_node.domain.resource_names import socket_name
 
 log = logging.getLogger(__name__)
 
-_SERVE = "serve"  # back-off key for serve failures; Register failures use kubelet.sock's identity
-
-
-def socket_name(resource_name: str) -> str:
-    """``nvidia.com/gpu`` → ``nvidia-gpu.sock`` (upstream's naming); other domains keep theirs.
-
-    ``example.com/gpu`` → ``nvidia-example.com-gpu.sock``, so two resource names
-    never share a socket (a reload from one to the other serves both at once).
-    """
-    domain, _, name = resource_name.rpartition("/")
-    return f"nvidia-{name}.sock" if domain == "nvidia.com" else f"nvidia-{domain}-{name}.sock"
-
-
-@dataclass
-class Backoff:
-    """Capped exponential back-off, reset when kubelet's socket changes identity."""
-
-    initial: float = 1.0
-    cap: float = 30.0
-    delay: float = 0.0
-    next_at: float = 0.0
-    key: object = None
-
-    def ready(self, now: float, key: object) -> bool:
-        return key != self.key or now >= self.next_at
-
-    def failed(self, now: float, key: object) -> float:
-        self.delay = self.initial if key != self.key or not self.delay else min(self.delay * 2, self.cap)
-        self.key, self.next_at = key, now + self.delay
-        return self.delay
-
-    def reset(self) -> None:
-        self.delay, self.next_at, self.key = 0.0, 0.0, None
+CLAIMS_POLL = 2.0  # re-ask PodResources this often while a pod holds one of our GPUs elsewhere
+CLAIMS_RETRY = 30.0  # ... and this often while PodResources cannot be reached
+IDLE_PASS = 10.0  # safety-net pass even without a poke
+RegisterFn = Callable[..., Awaitable[None]]
 
 
 class ResourcePlugin:
-    """Serve one resource on ``<socket_dir>/nvidia-<name>.sock`` and keep it registered."""
+    """Serve one resource on ``<socket_dir>/<socket_name>`` and keep it registered."""
 
     def __init__(
         self,
+        resource_name: str,
         state: DeviceState,
         *,
         socket_dir: Path,
-        wake: Callable[[str], None],
+        kubelet_socket: Path,
+        pod_resources_socket: Path | None = None,
+        on_change: Callable[[str], None] = lambda _why: None,
+        register_fn: RegisterFn = register,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.resource_name = resource_name
         self.state = state
-        self.resource_name = state.policy.resource_name
-        self.socket_path = socket_dir / socket_name(self.resource_name)
-        self._wake = wake
+        self.socket_path = socket_dir / socket_name(resource_name)
+        self.kubelet_socket = kubelet_socket
+        self.pod_resources_socket = pod_resources_socket
+        self._on_change = on_change
+        self._register = register_fn
+        self._clock = clock
+        self.registrar = Registrar()
+        self.serve_backoff = Backoff()
+        self.serve_error: str | None = None
+        self.claims_error: str | None = None
         self._server: PluginServer | None = None
-        self._generation = 0
+        self._kubelet: object = None
+        self._generation = 0  # bumped by every Register; kubelet's stream belongs to one
+        self._kubelet_stream: object = None  # token of the stream counted as kubelet's
         self._stream_lost = False
-        self._stopping = False
-        self.registered_with: object = None  # identity of the kubelet.sock we registered with
-        self.registrations = 0
-        self.backoff = Backoff()
-        self.last_error: str | None = None
+        self._claims_due = pod_resources_socket is not None
+        self._claims_next = 0.0
+        self._poked = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.first_pass = asyncio.Event()  # set once serving was tried (READY waits for it)
 
+    # -- what the supervisor sees -------------------------------------------
     @property
     def serving(self) -> bool:
         return self._server is not None and self._server.intact()
 
     @property
     def registered(self) -> bool:
-        return self.registered_with is not None
+        return self.registrar.registered
 
-    async def reconcile(self, kubelet_socket: Path, kubelet_inode: object, now: float) -> None:
-        """Bring serving and registration in line with the world; failures back off and retry."""
-        if not self.serving:
-            if not self.backoff.ready(now, _SERVE):
-                return
-            if self._server is not None:
-                log.warning("%s: socket %s is gone; serving again", self.resource_name, self.socket_path)
-                await self._server.stop()
-                self._server = None
-            self.registered_with = None
-            server = PluginServer(
-                self.socket_path,
-                DevicePluginServicer(
-                    self.state, generation=lambda: self._generation, on_stream_lost=self._stream_ended
-                ),
-            )
-            try:
-                await server.start()
-            except TemporaryError as err:  # e.g. the directory is missing or not writable
-                delay = self.backoff.failed(now, _SERVE)
-                self.last_error = str(err)
-                log.warning("%s; retrying in %.0f s", err, delay)
-                return
-            self._server = server
-            self.backoff.reset()
-        if self._stream_lost:
-            self._stream_lost = False
-            self.registered_with = None
-        if kubelet_inode is None or kubelet_inode == self.registered_with:
-            return
-        if not self.backoff.ready(now, kubelet_inode):
-            return
-        self._generation += 1
-        try:
-            await register(kubelet_socket, endpoint=self.socket_path.name, resource_name=self.resource_name)
-        except RegistrationError as err:
-            delay = self.backoff.failed(now, kubelet_inode)
-            self.last_error = str(err)
-            log.warning("%s; retrying in %.0f s", err, delay)
-            return
-        self.registered_with = kubelet_inode
-        self.registrations += 1
-        self.backoff.reset()
-        self.last_error = None
-        log.info("registered %s with kubelet (%s)", self.resource_name, self.socket_path.name)
+    @property
+    def last_error(self) -> str | None:
+        return self.serve_error or self.registrar.last_error
+
+    def start(self, kubelet: object) -> None:
+        self._kubelet = kubelet
+        self._task = asyncio.create_task(self._run(), name=f"resource {self.resource_name}")
+
+    def poke(self, kubelet: object) -> None:
+        """Something may have changed (kubelet.sock's identity is ``kubelet``); look again."""
+        self._kubelet = kubelet
+        self._poked.set()
+
+    def update(self, state: DeviceState) -> None:
+        """A reload re-enumerated the devices of this same resource: swap them in place."""
+        self.state.replace(state.devices, state.policy)
+        self.recheck_claims()
+
+    def recheck_claims(self) -> None:
+        if self.pod_resources_socket is not None:
+            self._claims_due, self._claims_next = True, 0.0
+            self._poked.set()
 
     async def self_check(self) -> bool:
         return self._server is not None and await self._server.answers()
 
-    def retry_in(self, now: float) -> float | None:
-        """Seconds until a back-off (of serving or of Register) expires, if one is pending."""
-        if (self.serving and self.registered) or not self.backoff.delay:
-            return None
-        return max(0.0, self.backoff.next_at - now)
-
-    def _stream_ended(self, generation: int) -> None:
-        # A stream from an older registration ends when kubelet replaces it: expected.
-        if generation == self._generation and not self._stopping:
-            self._stream_lost = True
-            self._wake(f"{self.resource_name}: ListAndWatch stream ended")
-
     async def stop(self) -> None:
-        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
         if self._server is not None:
             await self._server.stop()
             self._server = None
-        self.registered_with = None
+        self.registrar.lost()
 
+    # -- the task -----------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not silently end the resource
+                log.exception("%s: unexpected error; trying again", self.resource_name)
+                await asyncio.sleep(1.0)
+            self.first_pass.set()
+            self._on_change(f"{self.resource_name}: pass done")
+            await self._sleep(self._next_wake())
+
+    async def _sleep(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._poked.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._poked.clear()
+
+    def _next_wake(self) -> float:
+        now = self._clock()
+        waits = [IDLE_PASS]
+        for pending in (self.serve_backoff.retry_in(now), self.registrar.retry_in(now)):
+            if pending is not None:
+                waits.append(pending)
+        if self._claims_due:
+            waits.append(max(0.0, self._claims_next - now))
+        return min(waits)
+
+    async def _pass(self) -> None:
+        if not self.serving:
+            await self._serve()
+        if self._stream_lost:
+            self._stream_lost = False
+            self.registrar.lost()
+        if self._claims_due and self._clock() >= self._claims_next:
+            await self._check_claims()
+        kubelet = self._kubelet
+        log.debug("%s: checked (serving %s, %s, kubelet.sock %s)", self.resource_name, self.serving,
+                  self.registrar.state, kubelet)
+        if self.registrar.due(self._clock(), kubelet, serving=self.serving):
+            await self._register_once(kubelet)
+
+    async def _serve(self) -> None:
+        now = self._clock()
+        if not self.serve_backoff.ready(now):
+            return
+        if self._server is not None:
+            # Kubelet deletes every plugin socket when it starts: expected, not a fault.
+            log.info("%s: socket %s was removed (kubelet restarted?); serving again",
+                     self.resource_name, self.socket_path)
+            await self._server.stop()
+            self._server = None
+        self.registrar.lost()
+        server = PluginServer(self.socket_path, DevicePluginServicer(self.state, streams=self))
+        try:
+            await server.start()
+        except TemporaryError as err:  # e.g. the directory is missing or read-only
+            delay = self.serve_backoff.failed(now, at_least=err.delay)
+            self.serve_error = str(err)
+            log.warning("%s; retrying in %.0f s", err, delay)
+            return
+        self._server = server
+        self.serve_backoff.reset()
+        self.serve_error = None
+
+    async def _register_once(self, kubelet: object) -> None:
+        self.registrar.started(kubelet)
+        self._generation += 1
+        self._kubelet_stream = None
+        self._on_change(f"{self.resource_name}: registering")
+        try:
+            await self._register(self.kubelet_socket, endpoint=self.socket_path.name,
+                                 resource_name=self.resource_name)
+        except TemporaryError as err:
+            delay = self.registrar.failed(self._clock(), str(err), at_least=err.delay)
+            log.warning("%s; retrying in %.0f s", err, delay)
+            return
+        self.registrar.succeeded()
+        log.info("registered %s with kubelet (%s)", self.resource_name, self.socket_path.name)
+
+    async def _check_claims(self) -> None:
+        assert self.pod_resources_socket is not None
+        try:
+            assignments = await list_assignments(self.pod_resources_socket)
+        except PodResourcesUnavailable as err:
+            if self.claims_error is None:
+                log.warning("%s; cannot tell whether running pods hold these GPUs under another resource "
+                            "name (retrying every %.0f s)", err, CLAIMS_RETRY)
+            self.claims_error = str(err)
+            self._claims_next = self._clock() + CLAIMS_RETRY
+            return
+        self.claims_error = None
+        self.state.set_held(held_elsewhere(assignments, self.resource_name, self.state.devices.by_id))
+        # Keep watching only while something is held; a reload or restart asks again.
+        self._claims_due = bool(self.state.held)
+        self._claims_next = self._clock() + CLAIMS_POLL
+
+    # -- StreamObserver (called by the servicer on the loop) ------------------
+    def opened(self) -> object:
+        """The first stream after a Register started is kubelet's; any other is some local client's."""
+        token = (self._generation, object())
+        if self._kubelet_stream is None and self.registrar.state.value in ("registering", "registered"):
+            self._kubelet_stream = token
+        else:
+            log.debug("%s: a ListAndWatch stream that is not kubelet's opened", self.resource_name)
+        return token
+
+    def ended(self, token: object) -> None:
+        if token is not self._kubelet_stream:
+            # Another local client's stream, or one of an older registration: not a loss.
+            log.debug("%s: a ListAndWatch stream that is not kubelet's ended; nothing to do", self.resource_name)
+            return
+        self._kubelet_stream = None
+        log.warning("%s: kubelet ended the ListAndWatch stream; registering again", self.resource_name)
+        self._stream_lost = True
+        self._poked.set()

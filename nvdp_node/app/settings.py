@@ -1,18 +1,24 @@
 """What ``nvdp serve`` needs to run, derived from the loaded configuration.
 
 The supervisor works on this small frozen value rather than on the config
-model, so reload can compare old and new settings field by field. Host paths
-(sysfs, /dev) are the same :class:`HostRoot` the host checks read, so tests
-redirect both with one value.
+model, so a reload can compare old and new settings field by field. Every
+default lives in the config schema; :meth:`ServeSettings.from_config` is the
+only constructor the daemon uses. Host paths (sysfs, /dev) are the same
+:class:`HostRoot` the host checks read, so tests redirect both with one value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from nvdp_node.adapters.host import HostRoot
+from nvdp_node.config import Config
+try:  # TEMPORARY until the config helper lands effective_summary
+    from nvdp_node.config.render import effective_summary
+except ImportError:  # pragma: no cover
+    def effective_summary(config: Config) -> str:  # type: ignore[misc]
+        return repr(config.model_dump(mode="json"))
 from nvdp_node.domain.allocation import AllocationPolicy
 from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
 
@@ -29,42 +35,67 @@ def present_control_devices(host: HostRoot) -> tuple[str, ...]:
 class HealthSettings:
     """``[health]``: whether the NVML worker runs, and its policies."""
 
-    enabled: bool = True
-    xid_events: bool = True
-    policy: HealthPolicy = field(default_factory=HealthPolicy)
-    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    enabled: bool
+    xid_events: bool
+    policy: HealthPolicy
+    recovery: RecoveryPolicy
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    resource_name: str = "nvidia.com/gpu"
-    socket_dir: Path = Path("/var/lib/kubelet/device-plugins")
-    kubelet_socket: Path = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
-    fail_on_init_error: bool = True
-    device_list_strategy: tuple[str, ...] = ("envvar",)
-    device_id_strategy: str = "uuid"
-    pass_device_specs: bool = False
-    nvidia_dev_root: str = "/"
-    health: HealthSettings = field(default_factory=HealthSettings)
-    host: HostRoot = field(default_factory=HostRoot)
+    resource_name: str
+    socket_dir: Path
+    kubelet_socket: Path
+    pod_resources_socket: Path | None
+    fail_on_init_error: bool
+    policy: AllocationPolicy
+    health: HealthSettings
+    host: HostRoot
+    log_level: str
+    log_format: str
+    summary: str  # the effective configuration in one line, logged at start and after each reload
 
-    def policy(self) -> AllocationPolicy:
-        return AllocationPolicy(
-            resource_name=self.resource_name,
-            device_list_strategy=self.device_list_strategy,
-            device_id_strategy=self.device_id_strategy,
-            pass_device_specs=self.pass_device_specs,
-            dev_root=self.nvidia_dev_root,
-            control_device_paths=present_control_devices(self.host) if self.pass_device_specs else (),
+    @classmethod
+    def from_config(cls, config: Config, host: HostRoot) -> ServeSettings:
+        plugin = config.plugin
+        pass_specs = plugin.pass_device_specs
+        pod_resources = str(getattr(config.kubelet, "pod_resources_socket", "") or "")
+        return cls(
+            resource_name=config.resource_name,
+            socket_dir=Path(config.kubelet.socket_dir),
+            kubelet_socket=Path(config.kubelet.kubelet_socket_path),
+            pod_resources_socket=Path(pod_resources) if pod_resources else None,
+            fail_on_init_error=plugin.fail_on_init_error,
+            policy=AllocationPolicy(
+                resource_name=config.resource_name,
+                device_list_strategy=tuple(plugin.device_list_strategy),
+                device_id_strategy=str(plugin.device_id_strategy),
+                pass_device_specs=pass_specs,
+                dev_root=str(plugin.dev_root_path),
+                control_device_paths=present_control_devices(host) if pass_specs else (),
+            ),
+            health=HealthSettings(
+                enabled=config.health.enabled,
+                xid_events=config.health.xid_events,
+                policy=HealthPolicy(
+                    ignored_xids=frozenset(config.health.ignored_xids),
+                    force_enabled_xids=frozenset(config.health.force_enabled_xids),
+                    unattributed_marks_all=config.health.unattributed_events == "mark-all",
+                ),
+                recovery=RecoveryPolicy(
+                    enabled=config.health.recovery, quiet_period=float(config.health.recovery_quiet_period)
+                ),
+            ),
+            host=host,
+            log_level=config.logging.level,
+            log_format=config.logging.format,
+            summary=effective_summary(config),
         )
 
     def registration_key(self) -> tuple[str, Path]:
         """What, if changed by a reload, needs a new plugin server.
 
-        A changed kubelet socket alone keeps the server: the next reconcile sees
-        a different kubelet.sock and registers there.
+        A changed kubelet socket alone keeps the server: the next pass sees a
+        different kubelet.sock and registers there.
         """
         return (self.resource_name, self.socket_dir)
-
-
-SettingsLoader = Callable[[], ServeSettings]

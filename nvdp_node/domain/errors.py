@@ -7,10 +7,13 @@ with the error's ``exit_code`` and systemd decides about restarts. A
 
 from __future__ import annotations
 
-EX_SOFTWARE = 70
-EX_UNAVAILABLE = 69
-EX_OSFILE = 72
-EX_CONFIG = 78
+import os
+
+# sysexits(3) codes, as systemd's RestartPreventExitStatus= and the man page name them.
+EX_SOFTWARE = os.EX_SOFTWARE  # 70
+EX_UNAVAILABLE = os.EX_UNAVAILABLE  # 69
+EX_OSFILE = os.EX_OSFILE  # 72
+EX_CONFIG = os.EX_CONFIG  # 78
 
 
 class NvdpError(Exception):
@@ -29,7 +32,10 @@ class PermanentError(NvdpError):
 
 
 class TemporaryError(NvdpError):
-    """Worth retrying after ``delay`` seconds (kubelet not up yet, NVML busy)."""
+    """Worth retrying after at least ``delay`` seconds (kubelet not up yet, NVML busy).
+
+    The resource owner's back-off waits ``max(delay, its own back-off)``.
+    """
 
     def __init__(self, message: str, *, delay: float = 1.0) -> None:
         super().__init__(message)

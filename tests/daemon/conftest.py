@@ -42,6 +42,18 @@ class Daemon:
             time.sleep(0.02)
         raise AssertionError(f"{text!r} not logged within {timeout} s; log:\n{self.log()}")
 
+    def wait_log_count(self, text: str, count: int, timeout: float = 10.0) -> str:
+        """Wait until ``text`` was logged at least ``count`` times."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.log()
+            if out.count(text) >= count:
+                return out
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not logged {count} times within {timeout} s; log:\n{self.log()}")
+
     def wait_exit(self, timeout: float = 10.0) -> int:
         try:
             return self.proc.wait(timeout)
@@ -59,7 +71,7 @@ class Daemon:
 
 @pytest.fixture
 def nvdp_daemon(tmp_path: Path) -> Iterator:
-    """Factory: ``nvdp_daemon(socket_dir, env=..., config="toml text", args=[...])`` → a started Daemon."""
+    """Factory: ``nvdp_daemon(socket_dir, env=..., config="toml text", args=[...], pod_resources=...)`` → a Daemon."""
     daemons: list[Daemon] = []
 
     def start(
@@ -69,6 +81,7 @@ def nvdp_daemon(tmp_path: Path) -> Iterator:
         config: str | None = None,
         args: tuple[str, ...] = (),
         sysfs_root: Path | None = None,
+        pod_resources: Path | str = "",
     ) -> Daemon:
         n = len(daemons)
         cfg = tmp_path / f"config-{n}.toml"
@@ -78,7 +91,9 @@ def nvdp_daemon(tmp_path: Path) -> Iterator:
         cmd = [
             sys.executable, "-m", "nvdp_node", "--config", str(cfg), "serve",
             "--socket-dir", str(socket_dir), "--kubelet-socket", str(socket_dir / "kubelet.sock"),
-            "--sysfs-root", str(sysfs_root or tmp_path / "no-sysfs"), *args,
+            "--sysfs-root", str(sysfs_root or tmp_path / "no-sysfs"),
+            # "" (the default here): most tests are not about PodResources; those that are pass the peer's.
+            "--pod-resources-socket", str(pod_resources), *args,
         ]
         full_env = {**env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         with log_path.open("wb") as log_file:

@@ -1,0 +1,49 @@
+"""The STATUS= line: what an operator reads first in `systemctl status nvdp`."""
+
+from __future__ import annotations
+
+import pytest
+
+from nvdp_node.app.status import ResourceView, status_line
+
+GPU = "nvidia.com/gpu"
+
+
+def view(**kw) -> ResourceView:
+    base = dict(resource_name=GPU, socket_path="/k/nvidia-gpu.sock", devices=8, healthy=8, held=0, serving=True,
+                registered=True, error=None, claims_error=None)
+    return ResourceView(**{**base, **kw})
+
+
+def line(*views: ResourceView, found: int = 8, expected: int = 8, present: bool = True, **kw) -> str:
+    return status_line(list(views), found=found, expected=expected, kubelet_socket_present=present,
+                       kubelet_socket="/k/kubelet.sock", **kw)
+
+
+@pytest.mark.parametrize(
+    ("views", "kw", "expected"),
+    [
+        ([view()], {}, "Serving 8 GPUs as nvidia.com/gpu, registered with kubelet"),
+        ([view(devices=7, healthy=7)], {"found": 7},
+         "Serving 7 of 8 GPUs (1 not identified) as nvidia.com/gpu, registered with kubelet"),
+        ([view(healthy=6)], {}, "Serving 8 GPUs (2 unhealthy) as nvidia.com/gpu, registered with kubelet"),
+        ([view(healthy=2, held=6)], {},
+         "Serving 8 GPUs (6 held by pods under another resource name) as nvidia.com/gpu, registered with kubelet"),
+        ([view(registered=False)], {"present": False},
+         "Serving 8 GPUs as nvidia.com/gpu; waiting for kubelet socket /k/kubelet.sock"),
+        ([view(registered=False, error="Register failed: UNAVAILABLE")], {},
+         "Serving 8 GPUs as nvidia.com/gpu; registration failed: Register failed: UNAVAILABLE; retrying"),
+        ([view(serving=False, error="cannot listen: [Errno 30] Read-only file system")], {},
+         "Cannot serve nvidia.com/gpu on /k/nvidia-gpu.sock: cannot listen: [Errno 30] Read-only file system"),
+        ([view(claims_error="connection refused")], {},
+         "Serving 8 GPUs as nvidia.com/gpu, registered with kubelet; PodResources unreachable (connection refused)"),
+        ([], {"found": 0, "expected": 0}, "No GPUs found; nothing registered with kubelet (see `nvdp check`)"),
+        ([view()], {"reload_error": "resource_name: expected a string"},
+         "Reload failed: resource_name: expected a string (keeping previous config); "
+         "Serving 8 GPUs as nvidia.com/gpu, registered with kubelet"),
+    ],
+    ids=["registered", "one-not-identified", "unhealthy", "held-elsewhere", "no-kubelet", "register-failing",
+         "cannot-serve", "podresources-down", "no-gpus", "reload-failed"],
+)
+def test_status_line_says_what_matters_first(views, kw, expected):
+    assert line(*views, **kw) == expected
