@@ -1,17 +1,24 @@
 """GPU discovery through NVML (the real ``pynvml`` bindings).
 
-Called by the supervisor at start and on every re-enumeration, and by
-``nvdp devices``. Everything NVML reports is turned into the plain
-:class:`~nvdp_node.domain.devices.NodeInventory`; NUMA affinity comes from
-sysfs (as upstream does), under an injectable root so tests use fixture trees.
+Called by the supervisor at start and on every re-enumeration, by
+``nvdp devices`` and by the driver host check. Everything NVML reports is
+turned into the plain :class:`~nvdp_node.domain.devices.NodeInventory`; NUMA
+affinity comes from sysfs (as upstream does), under an injectable root so
+tests use fixture trees.
+
+Errors are handled per GPU: only a node-wide failure (init, driver version,
+GPU count) raises. A GPU NVML cannot identify is left out and named in
+``NodeInventory.unidentified``; one it identifies but cannot fully query is
+listed with ``Gpu.error`` set, so one lost GPU never takes the others away.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pynvml
 
@@ -19,6 +26,7 @@ from nvdp_node.domain.devices import Gpu, NodeInventory
 from nvdp_node.domain.errors import NvmlUnavailableError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SYSFS_ROOT = Path("/sys")
 # Upstream (go-nvlib WithSkippedDevices) never advertises display-only DGX GPUs.
@@ -66,39 +74,106 @@ def nvml_session() -> Iterator[None]:
 
 
 def discover(*, sysfs_root: Path = SYSFS_ROOT) -> NodeInventory:
-    """Enumerate the node's GPUs in NVML index order."""
+    """Enumerate the node's GPUs in NVML index order; raises only for node-wide NVML failures."""
     with nvml_session():
-        driver = text(pynvml.nvmlSystemGetDriverVersion())
+        driver = text(_node_query("read the driver version", pynvml.nvmlSystemGetDriverVersion))
         cuda = _cuda_version()
+        count = int(_node_query("count the GPUs", pynvml.nvmlDeviceGetCount))
         gpus: list[Gpu] = []
         skipped: list[str] = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            name = text(pynvml.nvmlDeviceGetName(handle))
-            if name in SKIPPED_NAMES:
-                skipped.append(f"{index}:{name}")
+        unidentified: list[str] = []
+        for index in range(count):
+            identity = _identify(index)
+            if isinstance(identity, str):
+                log.warning("GPU at NVML index %d left out, NVML cannot identify it: %s", index, identity)
+                unidentified.append(f"index {index}: {identity}")
                 continue
-            gpus.append(_read_gpu(index, handle, name, sysfs_root))
+            gpu = _read_gpu(index, *identity, sysfs_root)
+            if gpu.name in SKIPPED_NAMES:
+                skipped.append(f"{index}:{gpu.name}")
+            else:
+                gpus.append(gpu)
     return NodeInventory(
-        driver_version=driver, cuda_driver_version=cuda, gpus=tuple(gpus), skipped=tuple(skipped)
+        driver_version=driver, cuda_driver_version=cuda, gpus=tuple(gpus), skipped=tuple(skipped),
+        unidentified=tuple(unidentified), expected=count - len(skipped),
     )
 
 
-def _read_gpu(index: int, handle: object, name: str, sysfs_root: Path) -> Gpu:
-    pci = pynvml.nvmlDeviceGetPciInfo(handle)
-    bus_id = text(pci.busId)
+def _node_query(what: str, query: Callable[[], T]) -> T:
+    try:
+        return query()
+    except pynvml.NVMLError as err:
+        raise NvmlUnavailableError(f"cannot {what} through NVML: {describe_nvml_error(err)}") from err
+
+
+def _identify(index: int) -> tuple[object, str] | str:
+    """The GPU's handle and UUID, or why NVML cannot say which GPU this is."""
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    except pynvml.NVMLError as err:
+        return str(err)
+    try:
+        return handle, text(pynvml.nvmlDeviceGetUUID(handle))
+    except pynvml.NVMLError as err:
+        return f"UUID: {err}"
+
+
+class _GpuQueries:
+    """One GPU's attribute queries, collecting failures into ``error`` instead of raising.
+
+    A required query's failure, or any query answering GPU_IS_LOST, is an
+    error; once the GPU is lost the remaining queries are not even tried. An
+    optional query's other failures (NOT_SUPPORTED and the like) only mean
+    the attribute is unknown, as upstream treats them.
+    """
+
+    def __init__(self, handle: object) -> None:
+        self.handle = handle
+        self.problems: list[str] = []
+        self.lost = False
+
+    @property
+    def error(self) -> str | None:
+        return "; ".join(self.problems) or None
+
+    def required(self, what: str, query: Callable[[object], T], default: T) -> T:
+        return self._run(what, query, default, required=True)
+
+    def optional(self, what: str, query: Callable[[object], T], default: T) -> T:
+        return self._run(what, query, default, required=False)
+
+    def _run(self, what: str, query: Callable[[object], T], default: T, *, required: bool) -> T:
+        if self.lost:
+            return default
+        try:
+            return query(self.handle)
+        except pynvml.NVMLError as err:
+            self.lost = err.value == pynvml.NVML_ERROR_GPU_IS_LOST
+            if required or self.lost:
+                self.problems.append(f"{what}: {err}")
+            else:
+                log.debug("optional NVML query (%s) failed: %s", what, err)
+            return default
+
+
+def _read_gpu(index: int, handle: object, uuid: str, sysfs_root: Path) -> Gpu:
+    q = _GpuQueries(handle)
+    name = q.required("name", lambda h: text(pynvml.nvmlDeviceGetName(h)), "unknown")
+    bus_id = q.required("PCI info", lambda h: text(pynvml.nvmlDeviceGetPciInfo(h).busId), "")
+    minor: int | None = q.required("minor number", pynvml.nvmlDeviceGetMinorNumber, None)
     return Gpu(
         index=index,
-        uuid=text(pynvml.nvmlDeviceGetUUID(handle)),
+        uuid=uuid,
         name=name,
-        minor=pynvml.nvmlDeviceGetMinorNumber(handle),
+        minor=minor,
         pci_bus_id=bus_id,
-        memory_total=_optional(lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).total), 0),
-        numa_node=read_numa_node(sysfs_root, bus_id),
-        compute_capability=_optional(
-            lambda: "{}.{}".format(*pynvml.nvmlDeviceGetCudaComputeCapability(handle)), None
+        memory_total=q.optional("memory info", lambda h: int(pynvml.nvmlDeviceGetMemoryInfo(h).total), 0),
+        numa_node=read_numa_node(sysfs_root, bus_id) if bus_id else None,
+        compute_capability=q.optional(
+            "compute capability", lambda h: "{}.{}".format(*pynvml.nvmlDeviceGetCudaComputeCapability(h)), None
         ),
-        mig_enabled=_optional(lambda: pynvml.nvmlDeviceGetMigMode(handle)[0] == 1, False),
+        mig_enabled=q.optional("MIG mode", lambda h: pynvml.nvmlDeviceGetMigMode(h)[0] == 1, False),
+        error=q.error,
     )
 
 
@@ -127,15 +202,6 @@ def _cuda_version() -> str | None:
     except pynvml.NVMLError:
         return None
     return f"{v // 1000}.{v % 1000 // 10}"
-
-
-def _optional(read, default):  # type: ignore[no-untyped-def]
-    """Secondary attributes must not fail discovery (upstream ignores their errors too)."""
-    try:
-        return read()
-    except pynvml.NVMLError as err:
-        log.debug("optional NVML query failed: %s", err)
-        return default
 
 
 def text(value: str | bytes) -> str:

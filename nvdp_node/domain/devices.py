@@ -22,17 +22,24 @@ class Health(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Gpu:
-    """One physical GPU as NVML reports it."""
+    """One physical GPU as NVML reports it.
+
+    ``error`` is set when NVML identified the GPU (it has a UUID) but failed
+    a query nvdp needs, or said the GPU is lost: the GPU is still listed, so
+    its device can be advertised Unhealthy instead of vanishing. ``minor`` is
+    None when that query failed (then there is no ``/dev/nvidia<minor>``).
+    """
 
     index: int
     uuid: str
     name: str
-    minor: int
+    minor: int | None
     pci_bus_id: str
     memory_total: int
     numa_node: int | None = None
     compute_capability: str | None = None
     mig_enabled: bool = False
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,12 +60,34 @@ class Device:
 
 @dataclass(frozen=True)
 class NodeInventory:
-    """Everything discovery learnt about the node, in NVML index order."""
+    """Everything discovery learnt about the node, in NVML index order.
+
+    ``skipped`` are display GPUs left out on purpose (``"2:DGX Display"``);
+    ``unidentified`` are GPUs NVML counted but could not identify (no handle
+    or no UUID), so they cannot be advertised at all (``"index 3: GPU is
+    lost"``). ``expected`` is how many GPUs the node should advertise: NVML's
+    count minus the skipped ones; left at -1 it is taken to be
+    ``len(gpus) + len(unidentified)``.
+    """
 
     driver_version: str
     cuda_driver_version: str | None
     gpus: tuple[Gpu, ...]
     skipped: tuple[str, ...] = field(default=())
+    unidentified: tuple[str, ...] = field(default=())
+    expected: int = -1
+
+    def __post_init__(self) -> None:
+        found = len(self.gpus) + len(self.unidentified)
+        if self.expected < 0:
+            object.__setattr__(self, "expected", found)  # frozen: the one place the default is resolved
+        elif self.expected < found:
+            raise ValueError(f"expected {self.expected} GPU(s) but {found} were found or unidentified")
+
+    def unhealthy_at_start(self) -> tuple[str, ...]:
+        """Ids of the devices whose GPU answered discovery with an error, in device order."""
+        errored = {g.uuid for g in self.gpus if g.error is not None}
+        return tuple(d.id for d in self.devices() if d.gpu_uuid in errored)
 
     def devices(self) -> tuple[Device, ...]:
         """Whole-GPU devices, sorted by id so every listing is deterministic."""
@@ -70,7 +99,7 @@ class NodeInventory:
                         index=str(g.index),
                         gpu_uuid=g.uuid,
                         numa_node=g.numa_node,
-                        dev_paths=(f"/dev/nvidia{g.minor}",),
+                        dev_paths=() if g.minor is None else (f"/dev/nvidia{g.minor}",),
                     )
                     for g in self.gpus
                 ),

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import copy
+import json
+
+import pytest
 
 from nvdp_node.adapters.nvml import discover, sysfs_bus_id
+from nvdp_node.app.cli import main
+from tests.mock_nvml import FAULTABLE_FUNCTIONS
+
+LOST = "NVML_ERROR_GPU_IS_LOST"
+# What still answers on a GPU that fell off the bus after NVML attached it: the handle and the cached UUID.
+IDENTITY = {"nvmlDeviceGetHandleByIndex", "nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByUUID",
+            "nvmlDeviceGetUUID"}
+
+
+def lose_all_but_identity(node, gpu):
+    """GPU ``gpu`` keeps its handle and UUID, and every other query on it says GPU_IS_LOST."""
+    for fn in sorted(FAULTABLE_FUNCTIONS - IDENTITY):
+        node.control.fail(fn, gpu, LOST)
+
+
+def attributes(gpus):
+    return [(g.index, g.uuid, g.name, g.minor, g.pci_bus_id, g.memory_total, g.error) for g in gpus]
 
 
 def test_discovery_reports_every_gpu_in_nvml_index_order(mock_nvml, tmp_path):
@@ -45,3 +65,149 @@ def test_mig_mode_is_reported_per_gpu(mock_nvml, tmp_path):
     expected = [bool(g.get("mig", {}).get("current")) for g in node.profile["gpus"]]
     assert [g.mig_enabled for g in discover(sysfs_root=tmp_path).gpus] == expected
     assert any(expected) and not all(expected)
+
+
+# --------------------------------------------------------------------------- per-GPU errors
+
+
+def test_a_gpu_that_cannot_be_looked_up_is_left_out_and_named_as_unidentified(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.lose(3)
+    inventory = discover(sysfs_root=tmp_path)
+    assert [g.index for g in inventory.gpus] == [0, 1, 2, 4, 5, 6, 7]
+    assert inventory.unidentified == ("index 3: GPU is lost",)
+
+
+def test_a_lost_gpu_leaves_the_other_seven_intact(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    intact = attributes(g for g in discover(sysfs_root=tmp_path).gpus if g.index != 3)
+    node.control.lose(3)
+    assert attributes(discover(sysfs_root=tmp_path).gpus) == intact
+
+
+def test_a_gpu_left_out_still_counts_as_expected(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.lose(3)
+    inventory = discover(sysfs_root=tmp_path)
+    assert (len(inventory.gpus), inventory.expected) == (7, 8)
+
+
+def test_a_gpu_whose_uuid_query_fails_is_unidentified(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetUUID", 3, LOST)
+    assert discover(sysfs_root=tmp_path).unidentified == ("index 3: UUID: GPU is lost",)
+
+
+def test_an_unidentified_gpu_is_logged_as_a_warning(mock_nvml, tmp_path, caplog):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.lose(3)
+    discover(sysfs_root=tmp_path)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if "index 3" in r.getMessage()] == [
+        ("WARNING", "GPU at NVML index 3 left out, NVML cannot identify it: GPU is lost")
+    ]
+
+
+def test_a_lost_gpu_that_can_still_be_identified_is_listed_with_its_error(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    lose_all_but_identity(node, 3)
+    gpu = discover(sysfs_root=tmp_path).gpus[3]
+    assert (gpu.index, gpu.uuid, gpu.name, gpu.minor, gpu.pci_bus_id, gpu.numa_node, gpu.error) == (
+        3, node.profile["gpus"][3]["uuid"], "unknown", None, "", None, "name: GPU is lost"
+    )
+
+
+def test_a_gpu_whose_minor_number_query_fails_is_returned_with_an_error(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetMinorNumber", 3, "NVML_ERROR_UNKNOWN")
+    gpu = discover(sysfs_root=tmp_path).gpus[3]
+    assert (gpu.uuid, gpu.name, gpu.minor, gpu.error) == (
+        node.profile["gpus"][3]["uuid"], node.profile["gpus"][3]["name"], None, "minor number: Unknown Error"
+    )
+
+
+def test_a_gpu_without_a_minor_number_gets_no_device_node(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetMinorNumber", 3, "NVML_ERROR_UNKNOWN")
+    by_id = {d.id: d for d in discover(sysfs_root=tmp_path).devices()}
+    assert by_id[node.profile["gpus"][3]["uuid"]].dev_paths == ()
+
+
+def test_every_failing_required_query_is_named_in_the_error(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetPciInfo", 3, "NVML_ERROR_UNKNOWN")
+    node.control.fail("nvmlDeviceGetName", 3, "NVML_ERROR_NO_PERMISSION")
+    assert discover(sysfs_root=tmp_path).gpus[3].error == "name: Insufficient Permissions; PCI info: Unknown Error"
+
+
+def test_an_optional_query_answering_gpu_is_lost_puts_the_gpu_in_error(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetMemoryInfo", 3, LOST)
+    assert discover(sysfs_root=tmp_path).gpus[3].error == "memory info: GPU is lost"
+
+
+def test_an_optional_query_that_is_not_supported_leaves_the_gpu_without_error(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetCudaComputeCapability", 3, "NVML_ERROR_NOT_SUPPORTED")
+    gpu = discover(sysfs_root=tmp_path).gpus[3]
+    assert (gpu.compute_capability, gpu.error) == (None, None)
+
+
+def test_unhealthy_at_start_names_the_devices_of_gpus_in_error(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetMinorNumber", 5, "NVML_ERROR_UNKNOWN")
+    lose_all_but_identity(node, 2)
+    uuids = [g["uuid"] for g in node.profile["gpus"]]
+    assert discover(sysfs_root=tmp_path).unhealthy_at_start() == tuple(sorted([uuids[2], uuids[5]]))
+
+
+def test_expected_leaves_out_skipped_display_gpus(mock_nvml, tmp_path):
+    profile = copy.deepcopy(mock_nvml.use("h100-sxm-8").profile)
+    profile["gpus"][2]["name"] = "DGX Display"
+    mock_nvml.use(profile).control.lose(5)
+    inventory = discover(sysfs_root=tmp_path)
+    assert (len(inventory.gpus), inventory.expected) == (6, 7)
+
+
+# --------------------------------------------------------------------------- nvdp devices
+
+
+def test_nvdp_devices_marks_a_gpu_in_error_and_says_why(mock_nvml, tmp_path, capsys):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.fail("nvmlDeviceGetMinorNumber", 3, "NVML_ERROR_UNKNOWN")
+    assert main(["devices", "--sysfs-root", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    uuid = node.profile["gpus"][3]["uuid"]
+    assert lines[1].split()[-1] == "STATE"  # lines[0] is the driver summary
+    assert [line.split()[-1] for line in lines[2:10]] == ["ok"] * 3 + ["error"] + ["ok"] * 4
+    assert f"error GPU 3 ({uuid}): minor number: Unknown Error (advertised Unhealthy)" in lines
+
+
+def test_nvdp_devices_counts_and_names_an_unidentified_gpu(mock_nvml, tmp_path, capsys):
+    mock_nvml.use("h100-sxm-8").control.lose(3)
+    assert main(["devices", "--sysfs-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith(", 7 of 8 GPU(s)")
+    assert "unidentified GPU at index 3: GPU is lost (not advertised)" in out.splitlines()
+
+
+def test_nvdp_devices_json_carries_errors_and_unidentified_gpus(mock_nvml, tmp_path, capsys):
+    node = mock_nvml.use("h100-sxm-8")
+    node.control.lose(3)
+    node.control.fail("nvmlDeviceGetMinorNumber", 5, "NVML_ERROR_UNKNOWN")
+    assert main(["devices", "--json", "--sysfs-root", str(tmp_path)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [(d["index"], d["error"]) for d in document["devices"] if d["error"]] == [(5, "minor number: Unknown Error")]
+    assert (document["unidentified"], document["expected"]) == (["index 3: GPU is lost"], 8)
+
+
+def test_nvdp_devices_exits_69_when_nvml_is_unavailable(mock_nvml, capsys):
+    mock_nvml.use("driver-not-loaded")
+    assert main(["devices"]) == 69
+    assert "the NVIDIA kernel module is not loaded" in capsys.readouterr().err
+
+
+def test_nvdp_devices_rejects_dev_root_which_it_never_used(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["devices", "--dev-root", "/dev"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --dev-root" in capsys.readouterr().err
