@@ -34,7 +34,8 @@ exit codes:
   0   stopped normally (SIGTERM/SIGINT/SIGQUIT), or the command succeeded
   1   unexpected internal error
   2   bad command line
-  69  NVML unavailable (driver missing or not loaded) and fail_on_init_error is true
+  69  NVML unavailable (driver missing or not loaded): always for `devices`,
+      for `serve` only when fail_on_init_error is true
   72  a host check failed and runtime_check.policy is "fail" (see `nvdp check`)
   78  invalid configuration (systemd does not restart nvdp for this code)
 """

@@ -25,7 +25,7 @@ def describe_inventory(inventory: NodeInventory) -> None:
         ", ".join(f"{g.index}:{g.name}:{g.uuid}" for g in inventory.gpus) or "none",
     )
     for gpu in inventory.gpus:
-        if getattr(gpu, "error", None):
+        if gpu.error:
             log.warning("GPU %d (%s) is advertised Unhealthy: %s", gpu.index, gpu.uuid, gpu.error)
         if gpu.mig_enabled:
             log.warning(
@@ -33,8 +33,7 @@ def describe_inventory(inventory: NodeInventory) -> None:
                 "not supported yet): containers given this GPU will see no usable CUDA device",
                 gpu.index, gpu.uuid,
             )
-    for missing in getattr(inventory, "unidentified", ()):
-        log.warning("GPU not advertised, NVML cannot identify it: %s", missing)
+    # GPUs NVML cannot identify were logged by discovery; they count in STATUS= ("7 of 8").
     if not inventory.gpus:
         log.warning("No devices found. Waiting indefinitely (nothing is registered with kubelet).")
 
@@ -45,7 +44,7 @@ def plan_resources(settings: ServeSettings, inventory: NodeInventory) -> dict[ob
     if not devices:
         return {}
     state = DeviceState(DeviceSet(devices), settings.policy)
-    unhealthy = getattr(inventory, "unhealthy_at_start", lambda: ())()
+    unhealthy = inventory.unhealthy_at_start()
     if unhealthy:
         state.devices.set_health(unhealthy, Health.UNHEALTHY)
     return {settings.registration_key(): (settings.resource_name, state)}

@@ -280,7 +280,7 @@ class Supervisor:
             for p in self.plugins.values()
         ]
         return status_line(
-            views, found=len(self.inventory.gpus), expected=getattr(self.inventory, "expected", 0) or 0,
+            views, found=len(self.inventory.gpus), expected=self.inventory.expected,
             kubelet_socket_present=self.settings.kubelet_socket.exists(),
             kubelet_socket=str(self.settings.kubelet_socket), reload_error=self.reload_error,
         )

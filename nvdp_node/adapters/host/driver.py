@@ -50,7 +50,8 @@ def read_driver(paths: HostRoot, *, discover: Discover | None = None) -> DriverF
     except pynvml.NVMLError as err:  # init worked but enumeration failed, e.g. a GPU fell off the bus
         failure, message = _FAILURES.get(err.value, NvmlFailure.OTHER), nvml.describe_nvml_error(err)
     else:
-        version, minors = inventory.driver_version, tuple(g.minor for g in inventory.gpus)
+        version = inventory.driver_version
+        minors = tuple(g.minor for g in inventory.gpus if g.minor is not None)
     return DriverFacts(
         nvml_failure=failure, nvml_message=message, driver_version=version, gpu_minors=minors,
         kernel_module_version=_module_version(paths), dev_dir=paths.dev_dir, dev_nodes=_dev_nodes(paths),
