@@ -1,18 +1,14 @@
-"""From what NVML found to the resources nvdp serves.
+"""What NVML found, said in the log once per enumeration (start and reload).
 
-Called by the supervisor after every enumeration (start and reload):
-:func:`describe_inventory` logs what was found, :func:`plan_resources` says
-which resources to run with which devices. Today a node has one resource
-(``resource_name``, whole GPUs); per-model names and MIG add entries here.
+Called by the supervisor; which resources are served from it is
+:func:`~nvdp_node.app.resource_plugin.plan_resources`'s decision.
 """
 
 from __future__ import annotations
 
 import logging
 
-from nvdp_node.adapters.servicer import DeviceState
-from nvdp_node.app.settings import ServeSettings
-from nvdp_node.domain.devices import DeviceSet, Health, NodeInventory
+from nvdp_node.domain.devices import NodeInventory
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +32,3 @@ def describe_inventory(inventory: NodeInventory) -> None:
     # GPUs NVML cannot identify were logged by discovery; they count in STATUS= ("7 of 8").
     if not inventory.gpus:
         log.warning("No devices found. Waiting indefinitely (nothing is registered with kubelet).")
-
-
-def plan_resources(settings: ServeSettings, inventory: NodeInventory) -> dict[object, tuple[str, DeviceState]]:
-    """Resource key → (resource name, its fresh device state); empty when there is nothing to serve."""
-    devices = inventory.devices()
-    if not devices:
-        return {}
-    state = DeviceState(DeviceSet(devices), settings.policy)
-    unhealthy = inventory.unhealthy_at_start()
-    if unhealthy:
-        state.devices.set_health(unhealthy, Health.UNHEALTHY)
-    return {settings.registration_key(): (settings.resource_name, state)}

@@ -26,7 +26,9 @@ from nvdp_node.adapters.plugin_server import PluginServer
 from nvdp_node.adapters.pod_resources import PodResourcesUnavailable, list_assignments
 from nvdp_node.adapters.registration import register
 from nvdp_node.adapters.servicer import DevicePluginServicer, DeviceState
+from nvdp_node.app.settings import ServeSettings
 from nvdp_node.domain.claims import held_elsewhere
+from nvdp_node.domain.devices import DeviceSet, Health, NodeInventory
 from nvdp_node.domain.errors import TemporaryError
 from nvdp_node.domain.registration import Backoff, Registrar
 from nvdp_node.domain.resource_names import socket_name
@@ -244,3 +246,19 @@ class ResourcePlugin:
         log.warning("%s: kubelet ended the ListAndWatch stream; registering again", self.resource_name)
         self._stream_lost = True
         self._poked.set()
+
+
+def plan_resources(settings: ServeSettings, inventory: NodeInventory) -> dict[object, tuple[str, DeviceState]]:
+    """Resource key → (resource name, its fresh device state); empty when there is nothing to serve.
+
+    Today a node has one resource (``resource_name``, whole GPUs); per-model
+    names and MIG strategies add entries here.
+    """
+    devices = inventory.devices()
+    if not devices:
+        return {}
+    state = DeviceState(DeviceSet(devices), settings.policy)
+    unhealthy = inventory.unhealthy_at_start()
+    if unhealthy:
+        state.devices.set_health(unhealthy, Health.UNHEALTHY)
+    return {settings.registration_key(): (settings.resource_name, state)}

@@ -23,8 +23,8 @@ from nvdp_node.adapters.dir_watch import DirWatcher
 from nvdp_node.adapters.fs_identity import socket_identity
 from nvdp_node.adapters.systemd_notify import Notifier, watchdog_interval
 from nvdp_node.app.health_fanout import HealthFanout
-from nvdp_node.app.inventory import describe_inventory, plan_resources
-from nvdp_node.app.resource_plugin import ResourcePlugin
+from nvdp_node.app.inventory import describe_inventory
+from nvdp_node.app.resource_plugin import ResourcePlugin, plan_resources
 from nvdp_node.app.settings import ServeSettings
 from nvdp_node.app.status import ResourceView, status_line
 from nvdp_node.app.threads import in_thread

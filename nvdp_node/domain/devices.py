@@ -123,9 +123,6 @@ class DeviceSet:
     def __len__(self) -> int:
         return len(self._devices)
 
-    def __contains__(self, device_id: object) -> bool:
-        return device_id in self._devices
-
     @property
     def by_id(self) -> Mapping[str, Device]:
         return self._devices

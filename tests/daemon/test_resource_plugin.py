@@ -1,0 +1,117 @@
+"""ResourcePlugin's task in-process: real servers on unix sockets, an injected Register, fake time.
+
+Two resources share one kubelet: one is refused and backs off 1 s, 2 s, …
+while the other registers; a new kubelet.sock ends the back-off at once.
+The clock is a list the test moves; each pass is awaited through the
+plugin's ``on_change`` callback, so nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from nvdp_node.adapters.registration import RegistrationError
+from nvdp_node.adapters.servicer import DeviceState
+from nvdp_node.app.resource_plugin import ResourcePlugin
+from nvdp_node.domain.allocation import AllocationPolicy
+from nvdp_node.domain.devices import Device, DeviceSet
+from nvdp_node.domain.registration import RegState
+
+GOOD, BAD = "nvidia.com/gpu", "example.com/gpu"
+
+
+class Kubelet:
+    """An injected Register: records calls, refuses ``refuse`` resources."""
+
+    def __init__(self, refuse: set[str]) -> None:
+        self.refuse, self.calls = refuse, []
+
+    async def register(self, socket: Path, *, endpoint: str, resource_name: str) -> None:
+        self.calls.append(resource_name)
+        if resource_name in self.refuse:
+            raise RegistrationError(f"Register with {socket} failed: INVALID_ARGUMENT: no")
+
+
+class Passes:
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = asyncio.Event()
+
+    def __call__(self, why: str) -> None:
+        if why.endswith("pass done"):
+            self.count += 1
+            self.event.set()
+
+    async def after(self, plugin: ResourcePlugin, kubelet: object) -> None:
+        """Poke ``plugin`` and wait until it finished a pass."""
+        target = self.count + 1
+        plugin.poke(kubelet)
+        while self.count < target:
+            self.event.clear()
+            await asyncio.wait_for(self.event.wait(), 10)
+
+
+def make(name: str, directory: Path, kubelet: Kubelet, clock: list[float], passes: Passes) -> ResourcePlugin:
+    devices = DeviceSet([Device(id="GPU-1", index="0", gpu_uuid="GPU-1", numa_node=None)])
+    return ResourcePlugin(
+        name, DeviceState(devices, AllocationPolicy(resource_name=name)), socket_dir=directory,
+        kubelet_socket=directory / "kubelet.sock", on_change=passes, register_fn=kubelet.register,
+        clock=lambda: clock[0],
+    )
+
+
+@pytest.fixture
+def directory():
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        yield Path(tmp)
+
+
+def test_one_refused_resource_backs_off_while_the_other_registers(directory):
+    async def body() -> None:
+        clock, kubelet = [100.0], Kubelet(refuse={BAD})
+        good_passes, bad_passes = Passes(), Passes()
+        good = make(GOOD, directory, kubelet, clock, good_passes)
+        bad = make(BAD, directory, kubelet, clock, bad_passes)
+        good.start("kubelet-1")
+        bad.start("kubelet-1")
+        await asyncio.wait_for(asyncio.gather(good.first_pass.wait(), bad.first_pass.wait()), 10)
+        assert good.registered and good.serving
+        assert bad.serving and bad.registrar.state is RegState.BACKING_OFF
+        assert bad.registrar.retry_in(clock[0]) == 1.0
+        assert "INVALID_ARGUMENT" in (bad.last_error or "")
+
+        await bad_passes.after(bad, "kubelet-1")  # no time passed: no new attempt
+        assert kubelet.calls.count(BAD) == 1
+        for expected_delay in (2.0, 4.0, 8.0):
+            clock[0] += bad.registrar.retry_in(clock[0])
+            await bad_passes.after(bad, "kubelet-1")
+            assert bad.registrar.retry_in(clock[0]) == expected_delay
+        assert kubelet.calls.count(BAD) == 4
+
+        await bad_passes.after(bad, "kubelet-2")  # kubelet restarted: try at once, from 1 s again
+        assert kubelet.calls.count(BAD) == 5
+        assert bad.registrar.retry_in(clock[0]) == 1.0
+        assert kubelet.calls.count(GOOD) == 1, "the good resource is not disturbed by the other's failures"
+        await good.stop()
+        await bad.stop()
+    asyncio.run(body())
+
+
+def test_a_resource_serves_again_when_its_socket_is_deleted_and_then_registers(directory):
+    async def body() -> None:
+        clock, kubelet, passes = [0.0], Kubelet(refuse=set()), Passes()
+        plugin = make(GOOD, directory, kubelet, clock, passes)
+        plugin.start("kubelet-1")
+        await asyncio.wait_for(plugin.first_pass.wait(), 10)
+        plugin.socket_path.unlink()  # what kubelet does at its start
+        await passes.after(plugin, "kubelet-2")
+        assert plugin.serving and plugin.registered
+        assert plugin.socket_path.is_socket()
+        assert kubelet.calls == [GOOD, GOOD]
+        await plugin.stop()
+        assert not plugin.socket_path.exists()
+    asyncio.run(body())
