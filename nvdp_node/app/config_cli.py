@@ -64,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "file", nargs="?", type=Path, metavar="FILE",
         help="the file to check (default: --config, $NVDP_CONFIG or /etc/nvdp/config.toml)",
     )
+    validate.add_argument(
+        "--reload", action="store_true",
+        help="judge as a reload of `nvdp serve` does (ExecReload): the file must exist, and a file or "
+        "directory that users other than root can change is an error, not a warning",
+    )
     validate.set_defaults(func=cmd_validate)
 
     init = _subcommand(
@@ -102,8 +107,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if explicit is not None and not Path(explicit).exists():
         print(f"nvdp: cannot validate {explicit}: no such file", file=sys.stderr)
         return EX_CONFIG
+    strict = getattr(args, "reload", False)
     try:
-        loaded = load_config(explicit)
+        loaded = load_config(explicit, secure=strict, missing_ok=not strict)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EX_CONFIG

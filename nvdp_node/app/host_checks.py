@@ -1,6 +1,6 @@
 """Run every host check and render the report: the engine of ``nvdp check``.
 
-``nvdp_node.app.check_cli`` calls :func:`run_checks` and prints
+``nvdp_node.app.check_cli`` calls :func:`config_check` and :func:`run_checks` and prints
 :func:`render_table` or :func:`render_json`; ``nvdp serve`` calls
 :func:`serve_time_checks` at start and on reload and applies
 ``runtime_check.policy`` to the report. The adapters in
@@ -28,8 +28,10 @@ from nvdp_node.adapters.host import (
 from nvdp_node.adapters.host.driver import Discover
 from nvdp_node.adapters.host.kubelet import Access
 from nvdp_node.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, LoadedConfig
+from nvdp_node.config.files import permission_problems
 from nvdp_node.domain.checks import (
     CONFIG_CHECK_ID,
+    CONFIG_PERMISSIONS_CHECK_ID,
     CheckReport,
     CheckResult,
     PathState,
@@ -54,7 +56,7 @@ def run_checks(
     paths: HostRoot = HostRoot(),
     *,
     min_driver_version: str | None = None,
-    config_result: CheckResult | None = None,
+    config_result: CheckResult | tuple[CheckResult, ...] | None = None,
     discover: Discover | None = None,
     access: Access = os.access,
     serving: bool = False,
@@ -68,7 +70,9 @@ def run_checks(
     """
     strategies = tuple(config.plugin.device_list_strategy)
     minimum = min_driver_version or config.runtime_check.min_driver_version
-    results: list[CheckResult] = [config_result] if config_result else []
+    if isinstance(config_result, CheckResult):
+        config_result = (config_result,)
+    results: list[CheckResult] = list(config_result or ())
     results += _guarded("driver", lambda: evaluate_driver(read_driver(paths, discover=discover), min_version=minimum))
     results += _guarded("runtime", lambda: _engines(config, paths, strategies))
     results += _guarded("runtime.cdi", lambda: (evaluate_cdi(read_cdi(paths), strategies),))
@@ -87,8 +91,13 @@ def serve_time_checks(config: Config, paths: HostRoot = HostRoot()) -> CheckRepo
     return run_checks(config, paths, serving=True)
 
 
-def config_check(loaded: LoadedConfig | ConfigError) -> CheckResult:
-    """config.valid, the same verdict as ``nvdp config validate``."""
+def config_check(loaded: LoadedConfig | ConfigError) -> tuple[CheckResult, CheckResult]:
+    """config.valid (the verdict of ``nvdp config validate``) and config.permissions."""
+    problems = permission_problems(loaded.path) if loaded.path is not None else []
+    return _config_valid(loaded, problems), _config_permissions(loaded.path, problems)
+
+
+def _config_valid(loaded: LoadedConfig | ConfigError, problems: list[str]) -> CheckResult:
     title = "nvdp configuration"
     if isinstance(loaded, ConfigError):
         return CheckResult(
@@ -96,11 +105,29 @@ def config_check(loaded: LoadedConfig | ConfigError) -> CheckResult:
             (loaded.header, *loaded.lines, "the other checks ran with the default configuration"),
             "correct the listed keys; `nvdp config validate` checks again",
         )
+    notices = tuple(n for n in loaded.notices if n not in problems)  # config.permissions reports those
     if loaded.path.exists():
-        evidence = (f"{loaded.path}: configuration is valid", *loaded.notices)
+        evidence = (f"{loaded.path}: configuration is valid", *notices)
     else:
-        evidence = tuple(loaded.notices) or (f"{loaded.path} does not exist: built-in defaults apply",)
+        evidence = notices or (f"{loaded.path} does not exist: built-in defaults apply",)
     return CheckResult(CONFIG_CHECK_ID, title, Status.OK, evidence)
+
+
+def _config_permissions(path: Path | None, problems: list[str]) -> CheckResult:
+    """What ``nvdp serve`` demands of the file: only root can change it or its directory."""
+    title = "only root can change the nvdp configuration"
+    if path is None or not path.exists():
+        return CheckResult(CONFIG_PERMISSIONS_CHECK_ID, title, Status.SKIPPED, (f"no config file at {path}",))
+    if problems:
+        return CheckResult(
+            CONFIG_PERMISSIONS_CHECK_ID, title, Status.ERROR,
+            (*problems, "nvdp serve refuses a configuration that users other than root can change (exit 78)"),
+            "run the `fix with:` commands above",
+        )
+    return CheckResult(
+        CONFIG_PERMISSIONS_CHECK_ID, title, Status.OK,
+        (f"{path} and its directory are owned by root and writable only by root",),
+    )
 
 
 def render_table(report: CheckReport, *, color: bool = False) -> str:

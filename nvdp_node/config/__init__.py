@@ -15,6 +15,7 @@ from nvdp_node.config.loader import (
     parse_config,
     resolve_config_path,
 )
+from nvdp_node.config.keys import config_keys
 from nvdp_node.config.schema import (
     Config,
     HealthConfig,
@@ -22,7 +23,6 @@ from nvdp_node.config.schema import (
     LoggingConfig,
     PluginConfig,
     RuntimeCheckConfig,
-    config_keys,
 )
 
 __all__ = [

@@ -1,9 +1,10 @@
 """ConfigError and the one-line-per-problem messages it carries.
 
-``loader.py`` and ``upstream_import.py`` raise :class:`ConfigError`; the CLI
-prints ``str(error)`` and exits with ``ConfigError.EXIT_CODE`` (78,
-EX_CONFIG). Each line names the key path, the bad value, what is expected
-and, for unknown keys, a "did you mean" drawn from the schema with difflib.
+``loader.py``, ``files.py``, ``sources.py`` and ``upstream_import.py`` raise
+:class:`ConfigError`; the CLI prints ``str(error)`` and exits with
+``ConfigError.EXIT_CODE`` (78, EX_CONFIG). Each line names the key path, the
+bad value, what is expected and, for unknown keys, a "did you mean" drawn
+from the schema with difflib. At most :data:`MAX_PROBLEMS` lines are shown.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from nvdp_node.config.schema import SECTIONS, Config, config_keys
+from nvdp_node.config.keys import SECTIONS, config_keys
+from nvdp_node.config.schema import UNSERVEABLE, Config
 from nvdp_node.domain.errors import EX_CONFIG, PermanentError
+
+MAX_PROBLEMS = 20  # lines shown; a file with 200 000 typos needs no 200 000-line answer
 
 # Upstream (NVIDIA k8s-device-plugin) features nvdp does not implement, by
 # snake_case name, so a key copied from an upstream config gets a useful hint.
@@ -97,24 +101,59 @@ def did_you_mean(key: str, section: str = "") -> str:
     return f"did you mean '{close[0]}'?" if close else ""
 
 
+def unknown_key_line(loc: tuple[str, ...]) -> str:
+    """``health.enabld: unknown key (did you mean 'health.enabled'?)``."""
+    hint = did_you_mean(loc[-1], key_path(loc[:-1]))
+    return f"{key_path(loc)}: unknown key" + (f" ({hint})" if hint else "")
+
+
+def split_unknown(data: Mapping[str, object]) -> tuple[dict[str, object], list[tuple[str, ...]]]:
+    """The known part of a config document, and the paths of its unknown keys in document order.
+
+    Checking names here, before pydantic, keeps a document with a huge number
+    of unknown keys cheap: they are counted, not validated one by one.
+    """
+    known: dict[str, object] = {}
+    unknown: list[tuple[str, ...]] = []
+    for name, value in data.items():
+        if name not in Config.model_fields:
+            unknown.append((str(name),))
+        elif name in SECTIONS and isinstance(value, Mapping):
+            fields = SECTIONS[name].model_fields
+            known[name] = {k: v for k, v in value.items() if k in fields}
+            unknown.extend((name, str(k)) for k in value if k not in fields)
+        else:
+            known[name] = value
+    return known, unknown
+
+
+def problem_lines(first: Sequence[str], unknown: Sequence[tuple[str, ...]] = ()) -> list[str]:
+    """``first``, then a line per unknown key, cut to MAX_PROBLEMS lines and a count of the rest."""
+    shown = list(first[:MAX_PROBLEMS])
+    shown += [unknown_key_line(loc) for loc in unknown[: MAX_PROBLEMS - len(shown)]]
+    hidden = len(first) + len(unknown) - len(shown)
+    if hidden:
+        shown.append(f"... and {hidden} more problems; fix these, then run `nvdp config validate` again")
+    return shown
+
+
 def format_validation_error(exc: ValidationError, sources: Mapping[str, str] | None = None) -> list[str]:
     """One line per pydantic error: key path, what is expected, the bad value and its source."""
     lines = []
-    for err in exc.errors(include_url=False):
+    for err in exc.errors(include_url=False)[: MAX_PROBLEMS + 1]:
         loc = tuple(err["loc"])
-        path = key_path(loc)
         if err["type"] == "extra_forbidden":
-            section = key_path(loc[:-1])
-            hint = did_you_mean(str(loc[-1]), section)
-            lines.append(f"{path}: unknown key" + (f" ({hint})" if hint else ""))
+            lines.append(unknown_key_line(tuple(str(part) for part in loc)))
             continue
-        msg = _friendly(err["type"], err["msg"])
         shown = show_value(err.get("input"))
+        if err["type"] == UNSERVEABLE:  # a model-level check: its message names the key and the value
+            loc, shown = tuple(str(err["ctx"]["key"]).split(".")), ""
+        msg = _friendly(err["type"], err["msg"])
         details = [] if shown in msg else [f"got {shown}"]
         origin = _source_of(loc, sources or {})
         if origin not in ("file", "default", ""):  # the header already names the file
             details.append(f"from {origin}")
-        lines.append(f"{path}: {msg}" + (f" ({', '.join(details)})" if details else ""))
+        lines.append(f"{key_path(loc)}: {msg}" + (f" ({', '.join(details)})" if details else ""))
     return lines
 
 
@@ -123,6 +162,11 @@ def _friendly(kind: str, msg: str) -> str:
         return "expected a table"
     if kind == "tuple_type":
         return "expected a list"
+    # Strict types: TOML has booleans and integers, and a quoted "true" or "5" is a string.
+    if kind == "bool_type":
+        return "expected true or false (a TOML boolean, without quotes)"
+    if kind == "int_type":
+        return "expected an integer (a TOML integer, without quotes, not a boolean)"
     return msg.removeprefix("Value error, ")
 
 

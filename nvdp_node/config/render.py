@@ -2,8 +2,9 @@
 
 ``nvdp config init`` prints :func:`render_template` (which is also the
 shipped etc/nvdp/config.toml), ``nvdp config import`` uses it with the
-imported keys uncommented, and ``nvdp config show`` prints
-:func:`render_effective`.
+imported keys uncommented, ``nvdp config show`` prints
+:func:`render_effective`, and ``nvdp serve`` logs :func:`effective_summary`
+at start and on every reload.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 import tomli_w
 
 from nvdp_node.config.loader import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, env_var_name
-from nvdp_node.config.schema import SECTIONS, Config, config_keys, field_info
+from nvdp_node.config.keys import SECTIONS, config_keys, field_info
+from nvdp_node.config.schema import Config
 
 _WIDTH = 79
 
@@ -86,6 +88,15 @@ def render_effective(config: Config, sources: Mapping[str, str] | None = None) -
     return "\n".join(out).lstrip("\n") + "\n"
 
 
+def effective_summary(config: Config) -> str:
+    """Every leaf key on one line, ``key=value`` in file order, values as TOML writes them.
+
+    ``version=1 resource_name="nvidia.com/gpu" kubelet.socket_dir="/var/lib/kubelet/device-plugins" ...``
+    """
+    values = _flat(config.model_dump(mode="json"))
+    return " ".join(f"{key}={_inline(values[key], sep=',')}" for key in config_keys())
+
+
 def _layout() -> Iterator[tuple[str, str]]:
     """("key", "version"), ..., ("section", "kubelet"), ("key", "kubelet.socket_dir"), ..."""
     current = ""
@@ -107,10 +118,10 @@ def _flat(dumped: Mapping[str, object]) -> dict[str, object]:
     return flat
 
 
-def _inline(value: object) -> str:
+def _inline(value: object, sep: str = ", ") -> str:
     """A TOML value on one line (tomli-w writes arrays over several lines)."""
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_inline(item) for item in value) + "]"
+        return "[" + sep.join(_inline(item, sep) for item in value) + "]"
     return tomli_w.dumps({"v": value})[len("v = ") :].rstrip("\n")
 
 

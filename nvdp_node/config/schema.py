@@ -1,8 +1,9 @@
 """The typed schema of /etc/nvdp/config.toml (format ``version = 1``).
 
-Pure pydantic models and validators: nothing here reads files or the
-environment. ``loader.py`` gathers the file, environment and command-line
-layers and validates the merged result against :class:`Config`;
+A pydantic-settings ``BaseSettings`` (:class:`Config`) over strict pydantic
+sections; nothing here reads files or the environment. ``loader.py`` builds
+the pydantic-settings sources (file, environment, flags) for each load and
+hands them to :meth:`Config.from_sources`; ``keys.py`` lists the keys;
 ``render.py`` turns the field descriptions into the commented default file;
 the daemon reads the frozen result (``config.kubelet.socket_dir``, ...).
 """
@@ -10,18 +11,21 @@ the daemon reads the frozen result (``config.kubelet.socket_dir``, ...).
 from __future__ import annotations
 
 import json
-import types
-import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from nvdp_node.domain.resource_names import validate_extended_resource_name
+from nvdp_node.domain.health_policy import DEFAULT_IGNORED_XIDS
+from nvdp_node.domain.resource_names import socket_dir_problem, socket_path_problem, validate_extended_resource_name
 
 CONFIG_VERSION = 1
-DEFAULT_IGNORED_XIDS = (13, 31, 43, 45, 68, 109)
+UNSERVEABLE = "unserveable_resource_name"  # error type of the socket-path check
 DEVICE_LIST_STRATEGIES = ("envvar", "volume-mounts")
 UNSUPPORTED_DEVICE_LIST_STRATEGIES = ("cdi-annotations", "cdi-cri")
 ENGINES = ("docker", "containerd", "crio")
@@ -42,7 +46,8 @@ def _sorted_unique(values: tuple[int, ...]) -> tuple[int, ...]:
 
 
 Xid = Annotated[int, BeforeValidator(_reject_bool), Field(ge=1)]
-XidList = Annotated[tuple[Xid, ...], AfterValidator(_sorted_unique)]
+# strict=False lets a TOML array stand for the tuple; its items stay strict.
+XidList = Annotated[tuple[Xid, ...], AfterValidator(_sorted_unique), Field(strict=False)]
 
 
 def _absolute_path(value: Path) -> Path:
@@ -59,12 +64,14 @@ def _absolute_or_empty(value: str) -> str:
     return value
 
 
-AbsolutePath = Annotated[Path, AfterValidator(_absolute_path)]
+# strict=False: a TOML string stands for a Path.
+AbsolutePath = Annotated[Path, AfterValidator(_absolute_path), Field(strict=False)]
 AbsolutePathOrEmpty = Annotated[str, AfterValidator(_absolute_or_empty)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict: "no" is not a boolean, " 79" not an XID, true not a number of seconds.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class KubeletConfig(_Section):
@@ -78,6 +85,12 @@ class KubeletConfig(_Section):
     kubelet_socket: AbsolutePathOrEmpty = Field(
         "",
         description='Path of kubelet\'s registration socket. "" means <socket_dir>/kubelet.sock.',
+    )
+    pod_resources_socket: AbsolutePathOrEmpty = Field(
+        "/var/lib/kubelet/pod-resources/kubelet.sock",
+        description="Path of kubelet's PodResources API socket. nvdp asks it at start and on reload which "
+        "GPUs running pods hold, so a GPU a pod got under another resource name (before a rename of "
+        'resource_name, or from another plugin) is not handed out twice. "" means do not ask.',
     )
 
     @property
@@ -95,7 +108,7 @@ class HealthConfig(_Section):
         "DP_DISABLE_HEALTHCHECKS=all or =xids sets this to false.",
     )
     ignored_xids: XidList = Field(
-        DEFAULT_IGNORED_XIDS,
+        tuple(sorted(DEFAULT_IGNORED_XIDS)),
         description="XIDs that do not mark a GPU unhealthy: errors caused by applications, not hardware. "
         "DP_DISABLE_HEALTHCHECKS=<list> adds to this list; DP_ENABLE_HEALTHCHECKS=all empties it. "
         "Duplicates are dropped and the list is sorted.",
@@ -119,10 +132,6 @@ class HealthConfig(_Section):
     recovery_quiet_period: int = Field(
         600, ge=1, description="Seconds without health events before a GPU may recover (with recovery = true)."
     )
-
-    @property
-    def effective_ignored_xids(self) -> frozenset[int]:
-        return frozenset(self.ignored_xids) - frozenset(self.force_enabled_xids)
 
 
 class RuntimeCheckConfig(_Section):
@@ -238,18 +247,26 @@ def _version(value: object) -> object:
     return value
 
 
+# The sources of the load in progress (see Config.from_sources); a ContextVar,
+# so concurrent loads in threads or tasks cannot see each other's.
+_LOAD_SOURCES: ContextVar[tuple[PydanticBaseSettingsSource, ...] | None] = ContextVar("_LOAD_SOURCES", default=None)
+
+
 class Config(BaseSettings):
     """The whole configuration. Frozen: a reload builds a new one and compares."""
 
-    # Sources are reduced to init kwargs: loader.py merges file, environment and
-    # flags itself, so it can read an injected environ and tell where each value
-    # came from. env_prefix/env_nested_delimiter name the convention it follows.
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix="NVDP_", env_nested_delimiter="__")
+    # The environment source (loader.py builds it) reads NVDP_<SECTION>__<KEY>;
+    # enable_decoding=False hands it the raw strings, which sources.py parses
+    # strictly. The model is not strict itself (its sections are), so the
+    # environment source does not coerce strings the lax way either.
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", env_prefix="NVDP_", env_nested_delimiter="__", enable_decoding=False
+    )
 
     version: Annotated[int, BeforeValidator(_version)] = Field(
         CONFIG_VERSION, description=f"Format version of this file; must be {CONFIG_VERSION}."
     )
-    resource_name: Annotated[str, AfterValidator(_resource_name)] = Field(
+    resource_name: Annotated[str, Field(strict=True), AfterValidator(_resource_name)] = Field(
         "nvidia.com/gpu",
         description="Extended resource name advertised to kubelet. Checked with kubelet's rules "
         "(a domain prefix, at most one '/', a DNS-subdomain prefix, a name of at most 63 characters).",
@@ -260,6 +277,22 @@ class Config(BaseSettings):
     plugin: PluginConfig = Field(default_factory=PluginConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
+    @model_validator(mode="after")
+    def _serveable(self) -> Config:
+        """The socket for resource_name must be bindable under kubelet.socket_dir."""
+        key, problem = "kubelet.socket_dir", socket_dir_problem(self.kubelet.socket_dir)
+        if problem is None:
+            key, problem = "resource_name", socket_path_problem(self.kubelet.socket_dir, self.resource_name)
+        if problem:
+            raise PydanticCustomError(UNSERVEABLE, "{problem}", {"problem": problem, "key": key})
+        return self
+
+    @classmethod
+    def from_sources(cls, *sources: PydanticBaseSettingsSource) -> Config:
+        """Build from these pydantic-settings sources, highest priority first (pydantic's merge)."""
+        with _sources(sources):
+            return cls()
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -269,42 +302,18 @@ class Config(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+        # Config(...) and model_validate() read only their arguments, never the
+        # process environment; loads go through from_sources.
+        return _LOAD_SOURCES.get() or (init_settings,)
 
 
-SECTIONS: dict[str, type[_Section]] = {
-    name: typing.cast(type[_Section], field.annotation)
-    for name, field in Config.model_fields.items()
-    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
-}
-
-
-def config_keys() -> list[str]:
-    """Every leaf key as a dotted path, in file order: ``version``, ..., ``logging.format``."""
-    keys = [name for name in Config.model_fields if name not in SECTIONS]
-    for section, model in SECTIONS.items():
-        keys.extend(f"{section}.{name}" for name in model.model_fields)
-    return keys
-
-
-def field_info(key: str) -> Any:
-    """The pydantic FieldInfo of a dotted leaf key."""
-    section, _, name = key.rpartition(".")
-    model: type[BaseModel] = SECTIONS[section] if section else Config
-    return model.model_fields[name]
-
-
-def is_list_key(key: str) -> bool:
-    """True for keys whose value is a list (an env var or flag then holds a comma-separated list)."""
-    return _mentions_tuple(field_info(key).annotation)
-
-
-def _mentions_tuple(annotation: object) -> bool:
-    if typing.get_origin(annotation) is tuple:
-        return True
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated):
-        return any(_mentions_tuple(arg) for arg in typing.get_args(annotation))
-    return False
+@contextmanager
+def _sources(sources: tuple[PydanticBaseSettingsSource, ...]) -> Iterator[None]:
+    token = _LOAD_SOURCES.set(sources)
+    try:
+        yield
+    finally:
+        _LOAD_SOURCES.reset(token)
 
 
 def _choices(values: tuple[str, ...]) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from nvdp_node.config.errors import UNSUPPORTED_UPSTREAM, ConfigError, show_value
+from nvdp_node.config.files import read_regular_file
 from nvdp_node.config.loader import parse_config
 from nvdp_node.config.render import render_template
 from nvdp_node.config.schema import UNSUPPORTED_DEVICE_LIST_STRATEGIES, Config
@@ -69,7 +70,7 @@ def import_upstream_file(path: Path) -> ImportResult:
     """Read ``path`` ("-" for stdin) and translate it; raise :class:`ConfigError` if it is unusable."""
     header = f"cannot import {path}"
     try:
-        raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        raw = sys.stdin.buffer.read() if str(path) == "-" else read_regular_file(path, header)
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

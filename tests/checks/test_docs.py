@@ -14,7 +14,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "troubleshooting.md"
 def test_every_check_id_is_a_heading_in_the_troubleshooting_guide(host):
     report = run_checks(parse_config({}), host.paths)
     headings = set(re.findall(r"^### (\S+)$", DOC.read_text(), flags=re.MULTILINE))
-    ids = {r.id for r in report.results} | {"config.valid"}
+    ids = {r.id for r in report.results} | {"config.valid", "config.permissions"}
     assert ids - headings == set()
 
 

@@ -139,6 +139,36 @@ def test_validate_consults_the_environment(tmp_path: Path, capsys, monkeypatch) 
     assert code == 78 and "DP_DISABLE_HEALTHCHECKS: 'xid' is not an XID" in err
 
 
+def test_validate_reload_refuses_a_file_others_can_change(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = write(tmp_path, "version = 1\n")
+    path.chmod(0o666)
+    assert run(["config", "validate", str(path)], capsys)[0] == 0
+    code, out, err = run(["config", "validate", "--reload", str(path)], capsys)
+    assert (code, out) == (78, "")
+    assert err.startswith(f"nvdp: refusing to use {path}:\n  config file {path} can be changed by users other than root")
+
+
+def test_validate_reload_needs_the_file(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run(["config", "validate", "--reload"], capsys)
+    assert code == 78
+    assert f"{tmp_path / 'absent.toml'} does not exist; a reload needs the file" in err
+
+
+def test_validate_reload_accepts_a_root_owned_file(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0:
+        pytest.skip("needs a root-owned file")
+    path = write(tmp_path, "version = 1\n")
+    assert run(["config", "validate", "--reload", str(path)], capsys) == (0, f"{path}: configuration is valid\n", "")
+
+
+def test_validate_rejects_a_resource_name_that_cannot_be_served(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    name = "a" * 232 + ".com/gpu"
+    path = write(tmp_path, f'resource_name = "{name}"\n')
+    code, _, err = run(["config", "validate", str(path)], capsys)
+    assert code == 78
+    assert f"resource_name: the socket path '/var/lib/kubelet/device-plugins/nvidia-{'a' * 232}.com-gpu.sock'" in err
+
+
 def test_init_prints_the_commented_default_file(capsys) -> None:  # type: ignore[no-untyped-def]
     code, out, err = run(["config", "init"], capsys)
     assert (code, out, err) == (0, render_default(), "")

@@ -214,7 +214,7 @@ def test_upstream_defaults_need_no_warning(fragment: str) -> None:
         ),
         (
             "flags: {failOnInitError: sometimes}\n",
-            "plugin.fail_on_init_error: Input should be a valid boolean, unable to interpret input "
+            "plugin.fail_on_init_error: expected true or false (a TOML boolean, without quotes) "
             '(got "sometimes", from upstream flags.failOnInitError)',
         ),
         ("flags: {nvidiaDriverRoot: driver}\n", "plugin.nvidia_driver_root: expected an absolute path"),

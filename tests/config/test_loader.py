@@ -24,8 +24,9 @@ from nvdp_node.config import (
     load_config,
     resolve_config_path,
 )
-from nvdp_node.config.loader import writable_by_non_root
+from nvdp_node.config.files import writable_by_non_root
 from nvdp_node.config.render import render_effective
+from nvdp_node.domain.health_policy import HealthPolicy
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,8 +111,9 @@ def test_nested_env_overrides_one_key_of_a_file_table(tmp_path: Path) -> None:
     ("key", "raw", "expected"),
     [
         ("health.enabled", "false", False),
-        ("health.enabled", "0", False),
-        ("health.xid_events", "yes", True),
+        ("health.enabled", "FALSE", False),
+        ("health.xid_events", "True", True),
+        ("health.recovery_quiet_period", "30", 30),
         ("health.ignored_xids", "79, 48,", (48, 79)),
         ("health.ignored_xids", "[79, 48]", (48, 79)),
         ("health.ignored_xids", "", ()),
@@ -119,6 +121,7 @@ def test_nested_env_overrides_one_key_of_a_file_table(tmp_path: Path) -> None:
         ("runtime_check.engines", "auto", "auto"),
         ("runtime_check.engines", "docker,crio", ("docker", "crio")),
         ("kubelet.socket_dir", "/tmp/dp", Path("/tmp/dp")),
+        ("kubelet.pod_resources_socket", "", ""),
     ],
     ids=lambda v: str(v),
 )
@@ -129,6 +132,51 @@ def test_env_values_are_read_as_the_keys_type(tmp_path: Path, key: str, raw: str
         value = getattr(value, part)
     assert value == expected
     assert loaded.sources[key] == f"env {env_var_name(key)}"
+
+
+@pytest.mark.parametrize("raw", ["1", "0", "yes", "no", "on", "off", "", " true"])
+def test_env_booleans_are_only_true_or_false(tmp_path: Path, raw: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "absent", environ={"NVDP_HEALTH__ENABLED": raw})
+    assert exc.value.lines == [f'NVDP_HEALTH__ENABLED: expected true or false for health.enabled (got "{raw}")']
+
+
+@pytest.mark.parametrize("raw", ["600s", " 600", "6e2", "true", ""])
+def test_env_integers_are_only_decimal_digits(tmp_path: Path, raw: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "absent", environ={"NVDP_HEALTH__RECOVERY_QUIET_PERIOD": raw})
+    assert exc.value.lines == [
+        f'NVDP_HEALTH__RECOVERY_QUIET_PERIOD: expected an integer for health.recovery_quiet_period (got "{raw}")'
+    ]
+
+
+def test_env_xid_list_items_must_be_integers(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "absent", environ={"NVDP_HEALTH__IGNORED_XIDS": "13,x31"})
+    assert exc.value.lines == [
+        "NVDP_HEALTH__IGNORED_XIDS: 'x31' is not an integer (expected comma-separated integers, e.g. 48,79)"
+    ]
+
+
+def test_env_json_array_items_are_checked_strictly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "absent", environ={"NVDP_HEALTH__IGNORED_XIDS": '["79"]'})
+    assert exc.value.lines[0].startswith("health.ignored_xids[0]: expected an integer")
+    assert "from env NVDP_HEALTH__IGNORED_XIDS" in exc.value.lines[0]
+
+
+def test_a_flag_value_is_read_as_strictly_as_the_environment(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "absent", environ={}, overrides={"health.enabled": "yes"})
+    assert exc.value.lines == ['--enabled: expected true or false for health.enabled (got "yes")']
+
+
+def test_only_the_injected_environment_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NVDP_RESOURCE_NAME", "process.com/gpu")
+    monkeypatch.setenv("DP_DISABLE_HEALTHCHECKS", "all")
+    loaded = load_config(tmp_path / "absent", environ={"NVDP_LOGGING__LEVEL": "debug"})
+    assert loaded.config.resource_name == "nvidia.com/gpu" and loaded.config.health.xid_events is True
+    assert loaded.config.logging.level == "debug"
 
 
 def test_env_list_that_is_not_a_json_array_is_an_error(tmp_path: Path) -> None:
@@ -230,7 +278,8 @@ def test_dp_healthcheck_variables_keep_upstream_meaning(tmp_path, disable, enabl
 def test_dp_both_lists_leave_the_force_enabled_xid_effective(tmp_path: Path) -> None:
     environ = {"DP_DISABLE_HEALTHCHECKS": "94,31", "DP_ENABLE_HEALTHCHECKS": "31"}
     health = load_config(tmp_path / "absent", environ=environ).config.health
-    assert 94 in health.effective_ignored_xids and 31 not in health.effective_ignored_xids
+    policy = HealthPolicy(frozenset(health.ignored_xids), frozenset(health.force_enabled_xids))
+    assert not policy.is_critical(94) and policy.is_critical(31)
 
 
 def test_enable_list_under_disable_all_gets_a_notice(tmp_path: Path) -> None:
@@ -373,9 +422,9 @@ def test_errors_without_a_file_say_so(tmp_path: Path) -> None:
         (0o664, 0, 1000, True),
         (0o646, 0, 0, True),
         (0o644, 1000, 0, True),
-        (0o444, 1000, 1000, False),
+        (0o444, 1000, 1000, True),
     ],
-    ids=["root 644", "root 600", "root:root 664", "group 1000 664", "world-writable", "user-owned", "read-only user"],
+    ids=["root 644", "root 600", "root:root 664", "group 1000 664", "world-writable", "user-owned", "read-only but user-owned"],
 )
 def test_writable_by_non_root(mode: int, uid: int, gid: int, writable: bool) -> None:
     assert writable_by_non_root(mode, uid, gid) is writable
@@ -384,7 +433,7 @@ def test_writable_by_non_root(mode: int, uid: int, gid: int, writable: bool) -> 
 def test_world_writable_file_gets_a_warning(tmp_path: Path) -> None:
     path = write(tmp_path, "version = 1\n", mode=0o666)
     notices = load_config(path, environ={}).notices
-    assert any(n.startswith(f"config file {path} is writable by non-root users (mode 0666") for n in notices)
+    assert any(n.startswith(f"config file {path} can be changed by users other than root (mode 0666") for n in notices)
     assert any(f"chmod 644 {path}" in n for n in notices)
 
 

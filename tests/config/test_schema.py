@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from pydantic_settings import InitSettingsSource
 
 from nvdp_node.config import Config, ConfigError, config_keys, parse_config
 from nvdp_node.config.errors import did_you_mean, key_path
@@ -87,9 +88,7 @@ ACCEPTED = [
     ({"runtime_check": {"policy": "off"}}, "runtime_check.policy", "off"),
     ({"health": {"ignored_xids": [45, 13, 13]}}, "health.ignored_xids", (13, 45)),
     ({"health": {"ignored_xids": []}}, "health.ignored_xids", ()),
-    ({"health": {"ignored_xids": ["79"]}}, "health.ignored_xids", (79,)),
     ({"health": {"force_enabled_xids": [79, 48]}}, "health.force_enabled_xids", (48, 79)),
-    ({"health": {"enabled": "false"}}, "health.enabled", False),
     ({"kubelet": {"socket_dir": "/tmp/dp/"}}, "kubelet.socket_dir", Path("/tmp/dp")),
     ({"kubelet": {"kubelet_socket": "/run/k.sock"}}, "kubelet.kubelet_socket", "/run/k.sock"),
     ({"logging": {"level": "debug", "format": "json"}}, "logging.format", "json"),
@@ -121,7 +120,7 @@ REJECTED = [
     ({"plugin": {"device_list_strategy": 3}}, "plugin.device_list_strategy: expected a strategy name or a list"),
     ({"plugin": {"device_list_strategy": [{}]}}, 'unknown strategy {}: expected "envvar"'),
     ({"plugin": {"device_id_strategy": "serial"}}, "plugin.device_id_strategy: Input should be 'uuid' or 'index' (got \"serial\")"),
-    ({"plugin": {"fail_on_init_error": "maybe"}}, "plugin.fail_on_init_error: Input should be a valid boolean"),
+    ({"plugin": {"fail_on_init_error": "maybe"}}, "plugin.fail_on_init_error: expected true or false (a TOML boolean, without quotes)"),
     ({"plugin": {"nvidia_driver_root": "run/nvidia"}}, "plugin.nvidia_driver_root: expected an absolute path"),
     ({"plugin": {"nvidia_dev_root": "dev"}}, 'plugin.nvidia_dev_root: expected an absolute path, or "" for the default'),
     ({"runtime_check": {"engines": ["auto", "docker"]}}, '"auto" cannot be combined with engine names'),
@@ -132,7 +131,7 @@ REJECTED = [
     ({"health": {"ignored_xids": [13, 0]}}, "health.ignored_xids[1]: Input should be greater than or equal to 1 (got 0)"),
     ({"health": {"ignored_xids": [-1]}}, "health.ignored_xids[0]: Input should be greater than or equal to 1"),
     ({"health": {"ignored_xids": [True]}}, "health.ignored_xids[0]: expected a positive integer XID, not a boolean"),
-    ({"health": {"ignored_xids": [1.5]}}, "health.ignored_xids[0]: Input should be a valid integer"),
+    ({"health": {"ignored_xids": [1.5]}}, "health.ignored_xids[0]: expected an integer (a TOML integer, without quotes"),
     ({"health": {"ignored_xids": "13"}}, "health.ignored_xids: expected a list (got \"13\")"),
     ({"health": {"force_enabled_xids": [0]}}, "health.force_enabled_xids[0]: Input should be greater than or equal to 1"),
     ({"health": 5}, "health: expected a table (got 5)"),
@@ -150,6 +149,88 @@ def test_schema_rejects_with_key_value_and_expectation(data: dict, line: str) ->
     with pytest.raises(ConfigError) as exc:
         parse_config(data)
     assert any(line in got for got in exc.value.lines), exc.value.lines
+
+
+# Strict types: what TOML wrote is what counts; nothing is converted.
+STRICT = [
+    ({"health": {"enabled": "no"}}, 'health.enabled: expected true or false (a TOML boolean, without quotes) (got "no")'),
+    ({"health": {"enabled": "false"}}, 'health.enabled: expected true or false (a TOML boolean, without quotes) (got "false")'),
+    ({"health": {"ignored_xids": [" 79"]}}, 'health.ignored_xids[0]: expected an integer (a TOML integer, without quotes, not a boolean) (got " 79")'),
+    ({"health": {"ignored_xids": ["79"]}}, 'health.ignored_xids[0]: expected an integer'),
+    ({"health": {"recovery_quiet_period": True}}, "health.recovery_quiet_period: expected an integer (a TOML integer, without quotes, not a boolean) (got true)"),
+    ({"health": {"recovery_quiet_period": "600"}}, "health.recovery_quiet_period: expected an integer"),
+    ({"health": {"recovery_quiet_period": 600.0}}, "health.recovery_quiet_period: expected an integer"),
+    ({"plugin": {"pass_device_specs": 1}}, "plugin.pass_device_specs: expected true or false (a TOML boolean, without quotes) (got 1)"),
+    ({"plugin": {"fail_on_init_error": 0}}, "plugin.fail_on_init_error: expected true or false"),
+    ({"kubelet": {"socket_dir": 5}}, "kubelet.socket_dir:"),
+    ({"kubelet": {"pod_resources_socket": "kubelet.sock"}}, 'kubelet.pod_resources_socket: expected an absolute path, or "" for the default'),
+]
+
+
+@pytest.mark.parametrize(("data", "line"), STRICT, ids=[line.split(" (")[0] for _, line in STRICT])
+def test_toml_values_of_the_wrong_type_are_errors_not_converted(data: dict, line: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert any(got.startswith(line) for got in exc.value.lines), exc.value.lines
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", ""), ("/run/k8s/pod-resources.sock", "/run/k8s/pod-resources.sock")],
+    ids=["empty: do not ask", "absolute path"],
+)
+def test_pod_resources_socket_is_an_absolute_path_or_empty(value: str, expected: str) -> None:
+    assert parse_config({"kubelet": {"pod_resources_socket": value}}).kubelet.pod_resources_socket == expected
+
+
+def test_pod_resources_socket_defaults_to_kubelets() -> None:
+    assert Config().kubelet.pod_resources_socket == "/var/lib/kubelet/pod-resources/kubelet.sock"
+
+
+NAME_240 = "a" * 232 + ".com/gpu"  # kubelet accepts it; its socket path is far over 107 bytes
+NAME_62 = "example.com/" + "g" * 50
+DEEP_DIR = "/" + "/".join(["d" * 9] * 8)  # 80 bytes: room for the private bind directory, not for NAME_62
+
+
+def test_a_240_character_resource_name_cannot_be_served_and_the_error_shows_the_path() -> None:
+    assert len(NAME_240) == 240 and validate_extended_resource_name(NAME_240) is None
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"resource_name": NAME_240})
+    path = f"/var/lib/kubelet/device-plugins/nvidia-{'a' * 232}.com-gpu.sock"
+    assert exc.value.lines == [
+        f"resource_name: the socket path {path!r} for {NAME_240!r} is {len(path)} bytes long, over the "
+        "107-byte limit of a unix socket path; use a resource_name whose socket name fits in 75 bytes, "
+        "or a shorter kubelet.socket_dir"
+    ]
+
+
+def test_a_62_character_resource_name_is_served_under_the_default_socket_dir() -> None:
+    assert parse_config({"resource_name": NAME_62}).resource_name == NAME_62
+
+
+def test_a_62_character_resource_name_does_not_fit_under_a_deep_socket_dir() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"resource_name": NAME_62, "kubelet": {"socket_dir": DEEP_DIR}})
+    (line,) = exc.value.lines
+    assert line.startswith(f"resource_name: the socket path '{DEEP_DIR}/nvidia-example.com-{'g' * 50}.sock'")
+    assert "is 155 bytes long" in line
+
+
+def test_a_socket_dir_without_room_for_the_private_bind_directory_is_an_error() -> None:
+    deep = DEEP_DIR + "/dddddd"  # 87 bytes
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"kubelet": {"socket_dir": deep}})
+    (line,) = exc.value.lines
+    assert line.startswith(f"kubelet.socket_dir: the socket directory {deep!r} is 87 bytes long; nvdp binds")
+    assert "<socket_dir>/.nvdp-<12 hex digits>/s" in line and "at most 86" in line
+
+
+def test_an_unserveable_name_from_the_environment_says_so(tmp_path: Path) -> None:
+    from nvdp_node.config import load_config
+
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "absent", environ={"NVDP_RESOURCE_NAME": NAME_240})
+    assert exc.value.lines[0].endswith("(from env NVDP_RESOURCE_NAME)")
 
 
 # (data, the unknown-key line expected)
@@ -226,9 +307,20 @@ def test_dev_root_defaults_to_the_driver_root() -> None:
     assert config.plugin.dev_root_path == Path("/")
 
 
-def test_force_enabled_xids_win_over_ignored_ones() -> None:
-    config = parse_config({"health": {"ignored_xids": [13, 31], "force_enabled_xids": [31, 79]}})
-    assert config.health.effective_ignored_xids == frozenset({13})
+
+
+def test_parse_config_bounds_the_error_list_of_200000_unknown_keys() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config({f"k{i}": 1 for i in range(200_000)})
+    assert len(exc.value.lines) == 21
+    assert exc.value.lines[-1].startswith("... and 199980 more problems")
+
+
+def test_from_sources_takes_each_key_from_the_first_source_that_sets_it() -> None:
+    high = InitSettingsSource(Config, {"health": {"enabled": False}})
+    low = InitSettingsSource(Config, {"resource_name": "example.com/gpu", "health": {"enabled": True, "recovery": True}})
+    config = Config.from_sources(high, low)
+    assert (config.resource_name, config.health.enabled, config.health.recovery) == ("example.com/gpu", False, True)
 
 
 def test_config_is_frozen() -> None:
@@ -252,6 +344,7 @@ def test_schema_keys_are_the_ones_the_daemon_codes_against() -> None:
         "resource_name",
         "kubelet.socket_dir",
         "kubelet.kubelet_socket",
+        "kubelet.pod_resources_socket",
         "health.enabled",
         "health.xid_events",
         "health.ignored_xids",

@@ -13,6 +13,7 @@ from nvdp_node.domain.checks.engines import EngineFacts, Runtime, combine_engine
 from nvdp_node.domain.checks.kubelet import KubeletFacts, PathState, evaluate_kubelet
 from nvdp_node.domain.checks.report import (
     CONFIG_CHECK_ID,
+    CONFIG_PERMISSIONS_CHECK_ID,
     EXIT_CONFIG_INVALID,
     EXIT_ERRORS,
     EXIT_OK,
@@ -39,8 +40,8 @@ from nvdp_node.domain.checks.toolkit import (
 )
 
 __all__ = [
-    "CDI_KINDS", "CONFIG_CHECK_ID", "ENVVAR_KEY", "EXIT_CONFIG_INVALID", "EXIT_ERRORS", "EXIT_OK",
-    "TOOLKIT_BINARIES", "VOLUME_MOUNTS_KEY", "CdiFacts", "CheckReport", "CheckResult", "DriverFacts",
+    "CDI_KINDS", "CONFIG_CHECK_ID", "CONFIG_PERMISSIONS_CHECK_ID", "ENVVAR_KEY", "EXIT_CONFIG_INVALID",
+    "EXIT_ERRORS", "EXIT_OK", "TOOLKIT_BINARIES", "VOLUME_MOUNTS_KEY", "CdiFacts", "CheckReport", "CheckResult", "DriverFacts",
     "EngineFacts", "FileProblem", "KubeletFacts", "NvmlFailure", "PathState", "ProblemKind", "Runtime",
     "Status", "ToolkitFacts", "combine_engines", "evaluate_cdi", "evaluate_driver", "evaluate_engine",
     "evaluate_kubelet", "evaluate_toolkit", "fatal", "parse_kubelet_version", "parse_version",

@@ -19,6 +19,7 @@ EXIT_OK = 0
 EXIT_ERRORS = 1
 EXIT_CONFIG_INVALID = EX_CONFIG
 CONFIG_CHECK_ID = "config.valid"
+CONFIG_PERMISSIONS_CHECK_ID = "config.permissions"
 
 
 class Status(enum.Enum):

@@ -1,0 +1,66 @@
+"""The schema's keys as dotted paths, and how each is written as text.
+
+``errors``, ``render``, ``sources`` and ``loader`` (and ``nvdp config``'s
+tests and docs checks) walk the configuration key by key: ``version``,
+``resource_name``, ``kubelet.socket_dir``, ... in file order.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from nvdp_node.config.schema import Config
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    name: typing.cast(type[BaseModel], field.annotation)
+    for name, field in Config.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+}
+
+
+def config_keys() -> list[str]:
+    """Every leaf key as a dotted path, in file order: ``version``, ..., ``logging.format``."""
+    keys = [name for name in Config.model_fields if name not in SECTIONS]
+    for section, model in SECTIONS.items():
+        keys.extend(f"{section}.{name}" for name in model.model_fields)
+    return keys
+
+
+def field_info(key: str) -> Any:
+    """The pydantic FieldInfo of a dotted leaf key."""
+    section, _, name = key.rpartition(".")
+    model: type[BaseModel] = SECTIONS[section] if section else Config
+    return model.model_fields[name]
+
+
+TextKind = Literal["bool", "int", "str", "int list", "str list"]
+
+
+def text_kind(key: str) -> TextKind:
+    """How an environment variable or flag (text) for ``key`` is read: see sources.parse_text."""
+    return _kind(field_info(key).annotation)
+
+
+def is_list_key(key: str) -> bool:
+    """True for keys whose value is a list (an env var or flag then holds a comma-separated list)."""
+    return text_kind(key).endswith(" list")
+
+
+def _kind(annotation: object) -> TextKind:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _kind(typing.get_args(annotation)[0])
+    if origin is tuple:
+        return "int list" if _kind(typing.get_args(annotation)[0]) == "int" else "str list"
+    if origin in (typing.Union, types.UnionType):
+        kinds = [_kind(arg) for arg in typing.get_args(annotation)]
+        return next((k for k in kinds if k.endswith(" list")), kinds[0])
+    if annotation is bool:
+        return "bool"
+    if annotation is int:
+        return "int"
+    return "str"
