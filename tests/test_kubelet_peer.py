@@ -1,7 +1,9 @@
 """The kubelet stand-in behaves like kubelet's device manager (kubelet-api.md §2).
 
 Everything here talks real gRPC over real unix sockets: a tiny, steerable DevicePlugin
-servicer registers with the KubeletPeer the way a device plugin registers with kubelet.
+servicer (tests/kubelet_peer_tests/tiny_plugin.py) registers with the KubeletPeer the way a
+device plugin registers with kubelet. Kubelet-1.32 specifics and the PodResources server are
+tested in tests/kubelet_peer_tests/.
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from concurrent import futures
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -32,182 +32,16 @@ from tests.kubelet_peer import (
     KubeletPeer,
     is_extended_resource_name,
 )
+from tests.kubelet_peer_tests.tiny_plugin import RES, TinyPlugin, dev, plugin_factory, rpc_error_text, tiny_devices
 
 REPO = Path(__file__).resolve().parents[1]
-RES = "example.com/gpu"
 GRACE = 0.5
 
 
-# --------------------------------------------------------------------------- tiny plugin
-
-
-def dev(dev_id: str, health: str = "Healthy", numa: tuple[int, ...] = ()) -> pb.Device:
-    d = pb.Device(ID=dev_id, health=health)
-    if numa:
-        d.topology.nodes.extend(pb.NUMANode(ID=n) for n in numa)
-    return d
-
-
-class TinyPlugin(pb_grpc.DevicePluginServicer):
-    """A steerable DevicePlugin: device list, health pushes, per-method error injection."""
-
-    def __init__(
-        self,
-        plugin_dir: Path,
-        name: str = "tiny.sock",
-        devices: list[pb.Device] | None = None,
-        *,
-        preferred: bool = False,
-        pre_start: bool = False,
-    ):
-        self.plugin_dir = Path(plugin_dir)
-        self.name = name
-        self.socket_path = self.plugin_dir / name
-        self.options = pb.DevicePluginOptions(pre_start_required=pre_start, get_preferred_allocation_available=preferred)
-        self.fail: dict[str, str] = {}  # method -> error text (status UNKNOWN)
-        self.list_and_watch_fail_after: int | None = None  # abort the stream after N messages
-        self.preferred_answer: list[str] | None = None
-        self.allocate_response: pb.AllocateResponse | None = None
-        self.requests: list[tuple[str, Any]] = []
-        self._devices = list(devices or [])
-        self._version = 0
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._server: grpc.Server | None = None
-        self.active_streams = 0
-
-    # steering ----------------------------------------------------------------
-    def start(self) -> TinyPlugin:
-        self._stopping = False
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        pb_grpc.add_DevicePluginServicer_to_server(self, server)
-        server.add_insecure_port(f"unix:{self.socket_path}")
-        server.start()
-        self._server = server
-        return self
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._server is not None:
-            self._server.stop(None).wait(5)
-            self._server = None
-
-    def register(self, resource: str = RES, version: str = "v1beta1", endpoint: str | None = None) -> None:
-        with grpc.insecure_channel(f"unix:{self.plugin_dir / 'kubelet.sock'}") as ch:
-            pb_grpc.RegistrationStub(ch).Register(
-                pb.RegisterRequest(version=version, endpoint=self.name if endpoint is None else endpoint,
-                                   resource_name=resource, options=self.options),
-                timeout=15,
-                wait_for_ready=True,
-            )
-
-    def set_devices(self, devices: list[pb.Device]) -> None:
-        with self._cond:
-            self._devices = list(devices)
-            self._version += 1
-            self._cond.notify_all()
-
-    def set_health(self, dev_id: str, health: str) -> None:
-        with self._cond:
-            devices = []
-            for d in self._devices:
-                c = pb.Device()
-                c.CopyFrom(d)
-                if c.ID == dev_id:
-                    c.health = health
-                devices.append(c)
-        self.set_devices(devices)
-
-    def called(self, method: str) -> list[Any]:
-        return [r for m, r in list(self.requests) if m == method]
-
-    # servicer -----------------------------------------------------------------
-    def _enter(self, method: str, request: Any, context: grpc.ServicerContext) -> None:
-        self.requests.append((method, request))
-        if method in self.fail:
-            context.abort(grpc.StatusCode.UNKNOWN, self.fail[method])
-
-    def GetDevicePluginOptions(self, request, context):  # noqa: N802
-        self._enter("GetDevicePluginOptions", request, context)
-        return self.options
-
-    def ListAndWatch(self, request, context) -> Iterator[pb.ListAndWatchResponse]:  # noqa: N802
-        self._enter("ListAndWatch", request, context)
-        with self._cond:
-            self.active_streams += 1
-        context.add_callback(self._stream_ended)
-        sent, seen = 0, -1
-        while True:
-            if self.list_and_watch_fail_after is not None and sent >= self.list_and_watch_fail_after:
-                context.abort(grpc.StatusCode.UNKNOWN, "injected ListAndWatch failure")
-            with self._cond:
-                if self._stopping or not context.is_active():
-                    return
-                if self._version == seen:
-                    self._cond.wait(0.05)
-                    continue
-                seen = self._version
-                msg = pb.ListAndWatchResponse(devices=self._devices)
-            yield msg
-            sent += 1
-
-    def _stream_ended(self) -> None:
-        with self._cond:
-            self.active_streams -= 1
-            self._cond.notify_all()
-
-    def wait_streams(self, count: int, timeout: float = 5.0) -> None:
-        with self._cond:
-            assert self._cond.wait_for(lambda: self.active_streams == count, timeout), self.active_streams
-
-    def GetPreferredAllocation(self, request, context):  # noqa: N802
-        self._enter("GetPreferredAllocation", request, context)
-        creq = request.container_requests[0]
-        answer = self.preferred_answer
-        if answer is None:
-            answer = list(creq.must_include_deviceIDs) + [
-                d for d in creq.available_deviceIDs if d not in creq.must_include_deviceIDs
-            ]
-            answer = answer[: creq.allocation_size]
-        return pb.PreferredAllocationResponse(
-            container_responses=[pb.ContainerPreferredAllocationResponse(deviceIDs=answer)]
-        )
-
-    def Allocate(self, request, context):  # noqa: N802
-        self._enter("Allocate", request, context)
-        if self.allocate_response is not None:
-            return self.allocate_response
-        return pb.AllocateResponse(
-            container_responses=[
-                pb.ContainerAllocateResponse(envs={"TINY_DEVICES": ",".join(c.devices_ids)})
-                for c in request.container_requests
-            ]
-        )
-
-    def PreStartContainer(self, request, context):  # noqa: N802
-        self._enter("PreStartContainer", request, context)
-        return pb.PreStartContainerResponse()
-
-
 @pytest.fixture
-def plugins(kubelet_peer: KubeletPeer) -> Iterator[Any]:
-    made: list[TinyPlugin] = []
-
-    def make(devices: list[pb.Device] | None = None, name: str = "tiny.sock", **kw: Any) -> TinyPlugin:
-        p = TinyPlugin(kubelet_peer.plugin_dir, name, devices, **kw).start()
-        made.append(p)
-        return p
-
-    yield make
-    for p in made:
-        p.stop()
-
-
-def rpc_error_text(excinfo: pytest.ExceptionInfo[grpc.RpcError]) -> tuple[grpc.StatusCode, str]:
-    err = excinfo.value
-    return err.code(), err.details()  # type: ignore[attr-defined]
+def plugins(kubelet_peer: KubeletPeer) -> Iterator[Callable[..., TinyPlugin]]:
+    with plugin_factory(kubelet_peer.plugin_dir) as make:
+        yield make
 
 
 # --------------------------------------------------------------------------- registration
@@ -445,8 +279,8 @@ def test_no_resource_is_shown_before_the_first_list_and_watch_message(kubelet_pe
     kubelet_peer.wait_node_status(RES, (1, 1))
 
 
-@pytest.mark.parametrize("kubelet_peer", [GRACE], indirect=True)
-def test_a_replaced_endpoints_stream_ending_does_not_zero_the_new_one(kubelet_peer, plugins):
+@pytest.mark.parametrize("kubelet_peer", [{"grace_period": GRACE, "stale_stream_disconnects": False}], indirect=True)
+def test_with_kubelet_1_36_tracking_a_replaced_endpoints_stream_ending_does_not_zero_the_new_one(kubelet_peer, plugins):
     old = plugins([dev("a")], name="old.sock")
     new = plugins([dev("x"), dev("y")], name="new.sock")
     old.register()
@@ -470,7 +304,7 @@ def test_get_preferred_allocation_is_not_called_when_not_advertised(kubelet_peer
     resp = kubelet_peer.allocate(RES, 2)
     assert plugin.called("GetPreferredAllocation") == []
     assert kubelet_peer.calls_to("GetPreferredAllocation") == []
-    assert resp.envs["TINY_DEVICES"] == "a,b"
+    assert tiny_devices(resp) == ["a", "b"]
 
 
 def test_get_preferred_allocation_gets_available_must_include_and_the_total_size(kubelet_peer, plugins):
@@ -486,7 +320,7 @@ def test_get_preferred_allocation_gets_available_must_include_and_the_total_size
     assert sorted(creq.available_deviceIDs) == ["b", "c", "d", "e"]
     assert list(creq.must_include_deviceIDs) == ["b"]
     assert creq.allocation_size == 3
-    assert resp.envs["TINY_DEVICES"] == "b,c,e"
+    assert tiny_devices(resp) == ["b", "c", "e"]
 
 
 def test_preferred_allocation_honours_a_numa_hint(kubelet_peer, plugins):
@@ -497,7 +331,7 @@ def test_preferred_allocation_honours_a_numa_hint(kubelet_peer, plugins):
     resp = kubelet_peer.allocate(RES, 2, numa_hint=[1])
     creq = plugin.called("GetPreferredAllocation")[-1].container_requests[0]
     assert sorted(creq.available_deviceIDs) == ["b", "c", "d"]
-    assert resp.envs["TINY_DEVICES"] == "b,c"
+    assert tiny_devices(resp) == ["b", "c"]
 
 
 def test_a_get_preferred_allocation_error_fails_admission(kubelet_peer, plugins):
@@ -614,7 +448,7 @@ def test_call_allocate_sends_exactly_the_given_ids_and_surfaces_grpc_errors(kube
 # --------------------------------------------------------------------------- restart & checkpoint
 
 
-def test_restart_deletes_sockets_but_keeps_the_checkpoint_and_other_files(kubelet_peer, plugins):
+def test_restart_deletes_every_non_directory_entry_but_the_checkpoint(kubelet_peer, plugins):
     d = kubelet_peer.plugin_dir
     plugin = plugins([dev("a")])
     plugin.register()
@@ -629,9 +463,9 @@ def test_restart_deletes_sockets_but_keeps_the_checkpoint_and_other_files(kubele
     finally:
         other.close()
     assert elapsed < 0.1
-    assert sorted(os.listdir(d)) == ["DEPRECATION", "kubelet.sock", CHECKPOINT_FILE, "subdir"]
+    assert sorted(os.listdir(d)) == ["kubelet.sock", CHECKPOINT_FILE, "subdir"]
     assert (d / CHECKPOINT_FILE).read_bytes() == checkpoint
-    assert kubelet_peer.last_cleanup_removed == ["other.sock", "tiny.sock"]
+    assert kubelet_peer.last_cleanup_removed == ["DEPRECATION", "other.sock", "tiny.sock"]
     assert (d / "kubelet.sock").is_socket()
     plugin.stop()
     plugin.start()
@@ -828,7 +662,8 @@ def test_the_cli_once_allocates_prints_the_response_and_exits_0(tmp_path):
         assert proc.returncode == 0, err
         (line,) = [x for x in out.splitlines() if x.startswith(f"allocation {RES} ")]
         doc = json.loads(line.split(" ", 2)[2])
-        assert doc["device_ids"] == ["a", "b"] and doc["envs"] == {"TINY_DEVICES": "a,b"}
+        assert doc["device_ids"] == ["a", "b"]
+        assert sorted(doc["envs"]["TINY_DEVICES"].split(",")) == ["a", "b"]
         assert json.loads(status.read_text())["resources"][RES]["capacity"] == 3
     finally:
         if proc.poll() is None:

@@ -1,13 +1,15 @@
-"""A kubelet stand-in for nvdp's tests: kubelet's device manager on the legacy kubelet.sock path.
+"""A kubelet stand-in for nvdp's tests: kubelet 1.32's device manager on the legacy kubelet.sock path.
 
-``KubeletPeer`` (peer.py) serves ``v1beta1.Registration`` and drives plugins the way
-kubelet does; ``python -m tests.kubelet_peer`` runs it as a process (system tests run it as
+``KubeletPeer`` (peer.py, assembled from the role modules beside it) serves
+``v1beta1.Registration`` and ``v1.PodResourcesLister`` and drives plugins the way kubelet
+does; ``python -m tests.kubelet_peer`` runs it as a process (system tests run it as
 ``kubelet.service``); ``tests.kubelet_peer.plugin`` holds the pytest fixtures.
 
 Importing this package only imports the stdlib, grpc and ``nvdp_node.api``.
 """
 
-from .peer import (
+from .peer import KubeletPeer
+from .records import (
     CHECKPOINT_FILE,
     HEALTHY,
     KUBELET_SOCKET,
@@ -18,7 +20,6 @@ from .peer import (
     Allocation,
     ContainerStartError,
     DeviceState,
-    KubeletPeer,
     KubeletPeerError,
     Registration,
     RpcCall,

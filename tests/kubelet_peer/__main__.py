@@ -31,7 +31,8 @@ from typing import Any
 
 from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
 
-from .peer import DEFAULT_DIAL_TIMEOUT, DEFAULT_GRACE_PERIOD, KubeletPeer, KubeletPeerError, Registration
+from .peer import KubeletPeer
+from .records import DEFAULT_DIAL_TIMEOUT, DEFAULT_GRACE_PERIOD, KubeletPeerError, Registration
 
 
 def _parse_allocate(value: str) -> tuple[str, int]:

@@ -1,8 +1,10 @@
 """Pytest fixtures for the kubelet stand-in (registered from tests/conftest.py).
 
 * ``kubelet_peer_factory(**kw)`` -> a started ``KubeletPeer`` in a fresh short directory
-  under /tmp (unix socket paths are limited to 108 bytes); ``kw`` go to ``KubeletPeer``
-  (``grace_period``, ``dial_timeout``, ``options_timeout``, ``status_file``, ...), plus
+  under /tmp (unix socket paths are limited to 108 bytes), its PodResources socket in
+  another one (``peer.pod_resources_socket``, ``/tmp/kpr-*/pod-resources/kubelet.sock``);
+  ``kw`` go to ``KubeletPeer`` (``grace_period``, ``dial_timeout``, ``options_timeout``,
+  ``status_file``, ``seed``, ``stale_stream_disconnects``, ``pod_resources_socket``, ...), plus
   ``plugin_dir=`` to use a given directory and ``start=False`` to get it unstarted.
   Every peer is stopped and every directory removed at teardown.
 * ``kubelet_peer`` -> one started peer; parametrize indirectly to configure it:
@@ -34,6 +36,10 @@ def kubelet_peer_factory() -> Iterator[KubeletPeerFactory]:
         if plugin_dir is None:
             plugin_dir = Path(tempfile.mkdtemp(prefix="kp-", dir="/tmp"))
             dirs.append(plugin_dir)
+        if "pod_resources_socket" not in kw:
+            pod_resources_dir = Path(tempfile.mkdtemp(prefix="kpr-", dir="/tmp"))
+            dirs.append(pod_resources_dir)
+            kw["pod_resources_socket"] = pod_resources_dir / "pod-resources" / "kubelet.sock"
         peer = KubeletPeer(plugin_dir, **kw)
         peers.append(peer)
         if start:
