@@ -1,19 +1,28 @@
-"""sd_notify(3) messages to systemd, through the ``sdnotify`` package.
+"""sd_notify(3) messages to systemd over ``NOTIFY_SOCKET``.
 
-Used by the supervisor only. sdnotify swallows every error and encodes
-latin-1, while systemd expects UTF-8; this wrapper fixes both: text is sent as
-UTF-8 bytes, and a failed send is logged once (not on every watchdog ping).
-Outside systemd (no ``NOTIFY_SOCKET``) every call is a no-op.
+Used by the supervisor (and by ``serve`` for its last STATUS= before exit 72).
+The protocol is one datagram of UTF-8 ``KEY=value`` lines on an AF_UNIX
+socket, so this module speaks it with :mod:`socket` directly. The ``sdnotify``
+package it replaces encoded latin-1, swallowed errors, never retried a failed
+connect and dropped the socket of a failed connect unclosed. Here:
+
+* a failed connect is retried on the next send (``NOTIFY_SOCKET`` may name a
+  socket that appears later); a send that fails on a connection that worked
+  before reconnects and is retried once (systemd re-creates its socket on
+  ``daemon-reexec``); every reconnect closes the old socket first, and
+  :meth:`Notifier.close` closes the last;
+* a failure is logged once, until a send succeeds again (the watchdog pings
+  every 15 s must not fill the journal);
+* outside systemd (no ``NOTIFY_SOCKET``) every call is a no-op.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Mapping
-
-import sdnotify
 
 log = logging.getLogger(__name__)
 
@@ -21,40 +30,67 @@ log = logging.getLogger(__name__)
 class Notifier:
     """The messages nvdp sends; ``status`` remembers the last text for logs and tests."""
 
-    def __init__(self) -> None:
-        # sdnotify reads NOTIFY_SOCKET from os.environ itself.
-        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
-        self._notifier: sdnotify.SystemdNotifier | None = None
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        self.address = environ.get("NOTIFY_SOCKET", "")
+        self.enabled = bool(self.address)
+        self._sock: socket.socket | None = None
         self._failed = False
         self.status = ""
         if self.enabled:
-            try:
-                self._notifier = sdnotify.SystemdNotifier(debug=True)
-            except OSError as err:
-                self._fail(err)
+            self._connect()
 
     def send(self, *fields: str) -> None:
         """Send fields (``KEY=value``) in one datagram."""
-        if self._notifier is None:
+        if not self.enabled:
             return
-        message = "\n".join(fields)
+        data = "\n".join(fields).encode("utf-8")
+        if self._sock is not None:
+            try:
+                self._sock.send(data)
+            except OSError:
+                # systemd may have re-created its socket (daemon-reexec): the
+                # fresh connection below gets this message there.
+                self._drop()
+            else:
+                self._failed = False
+                return
+        if not self._connect():
+            return
+        assert self._sock is not None
         try:
-            # sdnotify encodes latin-1; mapping UTF-8 bytes 1:1 onto latin-1
-            # code points makes it put exactly those UTF-8 bytes on the wire.
-            self._notifier.notify(message.encode("utf-8").decode("latin-1"))
+            self._sock.send(data)
         except OSError as err:
+            self._drop()
             self._fail(err)
         else:
             self._failed = False
 
     def close(self) -> None:
-        if self._notifier is not None and self._notifier.socket is not None:
-            self._notifier.socket.close()
-        self._notifier = None
+        self._drop()
+        self.enabled = False
 
-    def _fail(self, err: Exception) -> None:
+    def _connect(self) -> bool:
+        self._drop()
+        # "@name" is an abstract socket: its address starts with a NUL byte.
+        address = "\0" + self.address[1:] if self.address.startswith("@") else self.address
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(address)
+        except OSError as err:
+            sock.close()
+            self._fail(err)
+            return False
+        self._sock = sock
+        return True
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _fail(self, err: OSError) -> None:
         if not self._failed:
-            log.warning("cannot notify systemd (NOTIFY_SOCKET): %s", err)
+            log.warning("cannot notify systemd (NOTIFY_SOCKET=%s): %s; retrying on the next message", self.address, err)
         self._failed = True
 
     def ready(self, status: str | None = None) -> None:

@@ -22,6 +22,23 @@ class InvalidAllocationError(ValueError):
     """Allocate asked for something this resource cannot give; the text is upstream's."""
 
 
+SHOWN_ID_CHARS = 64
+
+
+def shown_id(device_id: str) -> str:
+    """A device id as error texts show it: whole if short, else cut (the id comes from the caller).
+
+    Real ids (GPU UUIDs, MIG UUIDs, indices) are far shorter, so upstream's
+    text is kept byte for byte; a 1 MB id would otherwise be logged whole and
+    echoed into the gRPC status, whose size limit then turns the answer into
+    RESOURCE_EXHAUSTED.
+    """
+    if len(device_id) <= SHOWN_ID_CHARS:
+        return device_id
+    size = len(device_id.encode("utf-8", "surrogatepass"))
+    return f"{device_id[:SHOWN_ID_CHARS]}… ({size} bytes)"
+
+
 @dataclass(frozen=True)
 class AllocationPolicy:
     """How Allocate renders devices for the container runtime (config ``[plugin]``)."""
@@ -74,7 +91,7 @@ def allocate_container(
         if device is None:
             raise InvalidAllocationError(
                 f'invalid allocation request for "{policy.resource_name}": '
-                f"invalid request: unknown device: {device_id}"
+                f"invalid request: unknown device: {shown_id(device_id)}"
             )
         if device_id not in seen:
             seen.add(device_id)

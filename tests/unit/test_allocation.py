@@ -54,6 +54,23 @@ def test_an_unknown_id_fails_with_upstreams_text():
     assert str(err.value) == 'invalid allocation request for "nvidia.com/gpu": invalid request: unknown device: GPU-99'
 
 
+def test_a_long_unknown_id_is_cut_to_64_characters_and_its_size_in_the_error():
+    huge = "GPU-" + "x" * 1_000_000
+    with pytest.raises(InvalidAllocationError) as err:
+        allocate_container(EIGHT, [huge], AllocationPolicy())
+    assert str(err.value) == (
+        'invalid allocation request for "nvidia.com/gpu": invalid request: unknown device: '
+        f"{huge[:64]}… (1000004 bytes)"
+    )
+
+
+def test_an_unknown_id_of_exactly_64_characters_is_shown_whole():
+    edge = "G" * 64
+    with pytest.raises(InvalidAllocationError) as err:
+        allocate_container(EIGHT, [edge], AllocationPolicy())
+    assert str(err.value).endswith(f"unknown device: {edge}")
+
+
 def test_volume_mounts_strategy_points_the_env_at_the_mount_dir_and_mounts_dev_null_per_id():
     policy = AllocationPolicy(device_list_strategy=("envvar", "volume-mounts"))
     allocation = allocate_container(EIGHT, ["GPU-1", "GPU-0"], policy)
