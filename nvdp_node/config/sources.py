@@ -178,7 +178,9 @@ class UpstreamHealthEnvSource(PydanticBaseSettingsSource):
         self.notices: list[str] = []
         self._values: dict[str, Any] = {}
         decided = self._decide(environ, file_data)
-        for key, (value, label) in decided.items() if "health" not in blocked else ():
+        if "health" in blocked:  # the file's [health] is not a table; validation reports that alone
+            return
+        for key, (value, label) in decided.items():
             assign(self._values, key, value)
             self.labels[key] = label
 

@@ -239,6 +239,13 @@ def test_env_cannot_paper_over_a_file_that_puts_a_value_where_a_table_belongs(tm
     assert exc.value.lines == ["health: expected a table (got 5)"]
 
 
+def test_dp_variables_cannot_paper_over_a_health_value_that_is_not_a_table(tmp_path: Path) -> None:
+    path = write(tmp_path, "health = 5\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, environ={"DP_DISABLE_HEALTHCHECKS": "all"})
+    assert exc.value.lines == ["health: expected a table (got 5)"]
+
+
 # --- upstream's DP_DISABLE_HEALTHCHECKS / DP_ENABLE_HEALTHCHECKS ------------------------
 
 DEFAULT_IGNORED = (13, 31, 43, 45, 68, 109)
