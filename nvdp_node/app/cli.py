@@ -132,10 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def load(*, missing_ok: bool) -> LoadedConfig:
         # serve refuses a config that non-root users could change (it runs as root).
-        try:  # TEMPORARY until the config helper lands secure/missing_ok
-            return load_config(args.config, overrides=_overrides(args), secure=True, missing_ok=missing_ok)
-        except TypeError:
-            return load_config(args.config, overrides=_overrides(args))
+        return load_config(args.config, overrides=_overrides(args), secure=True, missing_ok=missing_ok)
 
     def reload() -> ServeSettings:
         """Runs on a thread: read, validate and check; any error keeps the running configuration."""

@@ -14,11 +14,7 @@ from pathlib import Path
 
 from nvdp_node.adapters.host import HostRoot
 from nvdp_node.config import Config
-try:  # TEMPORARY until the config helper lands effective_summary
-    from nvdp_node.config.render import effective_summary
-except ImportError:  # pragma: no cover
-    def effective_summary(config: Config) -> str:  # type: ignore[misc]
-        return repr(config.model_dump(mode="json"))
+from nvdp_node.config.render import effective_summary
 from nvdp_node.domain.allocation import AllocationPolicy
 from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
 
@@ -59,7 +55,7 @@ class ServeSettings:
     def from_config(cls, config: Config, host: HostRoot) -> ServeSettings:
         plugin = config.plugin
         pass_specs = plugin.pass_device_specs
-        pod_resources = str(getattr(config.kubelet, "pod_resources_socket", "") or "")
+        pod_resources = config.kubelet.pod_resources_socket
         return cls(
             resource_name=config.resource_name,
             socket_dir=Path(config.kubelet.socket_dir),
