@@ -133,6 +133,57 @@ def test_restarting_kubelet_restarts_nvdp_through_partof_and_it_registers_again(
     wait(lambda: exists_status(box) and capacity(box) == (8, 8), "capacity 8 after the kubelet restart")
 
 
+GARBAGE_CALL = """
+import grpc
+with grpc.insecure_channel("unix:///var/lib/kubelet/device-plugins/nvidia-gpu.sock") as channel:
+    try:
+        channel.unary_unary("/v1beta1.DevicePlugin/Allocate")(b"\\xff\\xff\\xff", timeout=5)
+    except grpc.RpcError as err:
+        print(err.code())
+"""
+
+
+def test_journalctl_priority_warning_shows_the_warning_and_no_info_lines(box):
+    box.systemctl("enable", "--now", "nvdp.service")
+    wait(lambda: capacity(box) == (8, 8), "capacity 8")
+    answer = box.exec(["/usr/lib/nvdp/bin/python", "-c", GARBAGE_CALL]).stdout.strip()
+    assert answer == "StatusCode.INVALID_ARGUMENT"
+    everything = wait(
+        lambda: (out := box.journal("nvdp.service")) and "undecodable request" in out and out, "the warning"
+    )
+    assert "serving on" in everything, "info lines are in the journal"
+    warnings = box.exec(["journalctl", "--no-pager", "-o", "cat", "-u", "nvdp.service", "-p", "warning"]).stdout
+    assert "WARNING nvdp_node.adapters.plugin_handlers: 1 undecodable request" in warnings
+    assert "INFO" not in warnings and "serving on" not in warnings
+    assert "<4>" not in warnings, "journald strips the prefix it parsed"
+
+
+PROFILES = ROOT / "tests/mock_nvml/profiles"
+FAULT_DROPIN = """[Service]
+Environment=MOCK_NVML_CONFIG=/etc/nvdp-test/mock-nvml.json
+RestartSec=100ms
+"""
+
+
+def test_a_driver_that_stays_missing_past_the_old_start_limit_never_fails_the_unit_and_nvdp_recovers(box):
+    # The shipped RestartSec (10 s) made fast by a drop-in; the start limit is the shipped one.
+    box.write_file("/etc/nvdp-test/mock-nvml.json", (PROFILES / "driver-not-loaded.json").read_text())
+    box.write_file("/etc/systemd/system/nvdp.service.d/zz-fault.conf", FAULT_DROPIN)
+    box.systemctl("daemon-reload")
+    box.systemctl("start", "--no-block", "nvdp.service")
+
+    def restarted_past_the_old_limit() -> bool:
+        restarts = int(prop(box, "NRestarts") or 0)
+        assert prop(box, "ActiveState") != "failed", f"failed ({prop(box, 'Result')}) after {restarts} restarts"
+        return restarts >= 25
+
+    wait(restarted_past_the_old_limit, "25 restarts (the old limit was 20 starts in 10 minutes)", timeout=60)
+    assert box.journal("nvdp.service").count("Main process exited, code=exited, status=69/UNAVAILABLE") >= 25
+    box.write_file("/etc/nvdp-test/mock-nvml.json", (PROFILES / "h100-sxm-8.json").read_text())
+    wait(lambda: prop(box, "ActiveState") == "active", "active once the driver is back", timeout=30)
+    wait(lambda: capacity(box) == (8, 8), "capacity 8")
+
+
 def exists_status(box) -> bool:
     try:
         node_status(box)
