@@ -269,3 +269,25 @@ def test_a_directory_not_named_by_the_pattern_is_left_alone(tmp_path):
         (tmp_path / name).mkdir()
     assert remove_leftover_private_dirs(tmp_path) == []
     assert len(os.listdir(tmp_path)) == 4
+
+
+def test_a_file_at_the_socket_path_is_an_error_and_is_kept(tmp_path):
+    (tmp_path / SOCK).write_text("someone's file")
+    assert start_error(tmp_path) == f"{tmp_path / SOCK} exists and is not a socket; not removing it"
+    assert (tmp_path / SOCK).read_text() == "someone's file"
+    assert os.listdir(tmp_path) == [SOCK], "our private directory is gone again"
+
+
+def test_a_stale_socket_at_the_path_is_replaced_by_ours(tmp_path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(str(tmp_path / SOCK))
+
+    async def scenario() -> bool:
+        server = new_server(tmp_path)
+        await server.start()
+        try:
+            return server.intact() and await server.answers()
+        finally:
+            await server.stop()
+
+    assert asyncio.run(scenario())
