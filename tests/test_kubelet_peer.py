@@ -25,6 +25,8 @@ import pytest
 
 from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
 from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc
+from nvdp_node.api import podresources_v1_pb2 as pr
+from nvdp_node.api import podresources_v1_pb2_grpc as pr_grpc
 from tests.kubelet_peer import (
     CHECKPOINT_FILE,
     AdmissionError,
@@ -625,7 +627,8 @@ def _read_until(proc: subprocess.Popen[str], *needles: str, timeout: float = 10.
 
 
 def test_the_cli_prints_registrations_and_status_and_exits_0_on_sigterm(tmp_path):
-    d = Path(os.path.join("/tmp", f"kp-cli-{os.getpid()}"))
+    base = Path(os.path.join("/tmp", f"kp-cli-{os.getpid()}"))
+    d = base / "device-plugins"  # kubelet's layout: PodResources in base/pod-resources
     proc = _spawn_cli("--dir", str(d), "--grace", "0.5")
     plugin = None
     try:
@@ -636,7 +639,7 @@ def test_the_cli_prints_registrations_and_status_and_exits_0_on_sigterm(tmp_path
         assert f"registered {RES} via tiny-gpu.sock" in lines
         proc.send_signal(signal.SIGHUP)
         lines = _read_until(proc, "restarted in", f"{RES}: allocatable=0 capacity=0")
-        assert any(x.startswith("restarted in") and "removed sockets: tiny-gpu.sock" in x for x in lines)
+        assert any(x.startswith("restarted in") and "removed: tiny-gpu.sock" in x for x in lines)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -645,11 +648,12 @@ def test_the_cli_prints_registrations_and_status_and_exits_0_on_sigterm(tmp_path
         proc.communicate()
         if plugin is not None:
             plugin.stop()
-        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_the_cli_once_allocates_prints_the_response_and_exits_0(tmp_path):
-    d = Path(os.path.join("/tmp", f"kp-cli1-{os.getpid()}"))
+    base = Path(os.path.join("/tmp", f"kp-cli1-{os.getpid()}"))
+    d = base / "device-plugins"  # kubelet's layout: PodResources in base/pod-resources
     status = tmp_path / "status.json"
     proc = _spawn_cli("--dir", str(d), "--once", "--allocate", f"{RES}=2", "--timeout", "10",
                       "--status-file", str(status))
@@ -671,15 +675,35 @@ def test_the_cli_once_allocates_prints_the_response_and_exits_0(tmp_path):
             proc.communicate()
         if plugin is not None:
             plugin.stop()
-        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_the_cli_once_fails_after_the_timeout(tmp_path):
-    d = Path(os.path.join("/tmp", f"kp-cli2-{os.getpid()}"))
+    base = Path(os.path.join("/tmp", f"kp-cli2-{os.getpid()}"))
+    d = base / "device-plugins"  # kubelet's layout: PodResources in base/pod-resources
     try:
         proc = _spawn_cli("--dir", str(d), "--once", "--timeout", "0.3")
         out, _ = proc.communicate(timeout=15)
         assert proc.returncode == 1
         assert "timed out after 0.3 s" in out
     finally:
-        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_cli_serves_pod_resources_beside_the_plugin_dir_as_kubelet_does(tmp_path):
+    base = Path(os.path.join("/tmp", f"kp-cli3-{os.getpid()}"))
+    proc = _spawn_cli("--dir", str(base / "device-plugins"))
+    try:
+        lines = _read_until(proc, "serving pod resources on")
+        assert f"serving pod resources on {base}/pod-resources/kubelet.sock" in lines
+        with grpc.insecure_channel(f"unix:{base}/pod-resources/kubelet.sock") as ch:
+            resp = pr_grpc.PodResourcesListerStub(ch).List(pr.ListPodResourcesRequest(), timeout=5)
+        assert list(resp.pod_resources) == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not (base / "pod-resources" / "kubelet.sock").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,14 +1,17 @@
 """``python -m tests.kubelet_peer``: run the kubelet stand-in as a process.
 
-Serves ``<dir>/kubelet.sock`` until SIGTERM/SIGINT (exit 0). Prints one line per event:
+Serves ``<dir>/kubelet.sock`` and kubelet's PodResources API (``--pod-resources-socket``,
+default ``<dir>/../pod-resources/kubelet.sock`` as kubelet lays it out) until SIGTERM/SIGINT
+(exit 0). Behaves like kubelet 1.32 (see peer.py). Prints one line per event:
 
     serving /var/lib/kubelet/device-plugins/kubelet.sock
+    serving pod resources on /var/lib/kubelet/pod-resources/kubelet.sock
     registered nvidia.com/gpu via nvidia-gpu.sock
     registration of nvidia.com/gpu via x.sock failed: <kubelet's error text>
     nvidia.com/gpu: allocatable=8 capacity=8
     allocation nvidia.com/gpu {"device_ids": [...], "envs": {...}, "mounts": [...], ...}
     allocation of 2 nvidia.com/gpu failed: <kubelet's error text>
-    restarted in 3 ms; removed sockets: nvidia-gpu.sock
+    restarted in 3 ms; removed: nvidia-gpu.sock
     stopped
 
 SIGHUP restarts the device manager like a kubelet restart (sockets wiped, kubelet.sock
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import signal
 import sys
@@ -32,7 +36,14 @@ from typing import Any
 from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
 
 from .peer import KubeletPeer
-from .records import DEFAULT_DIAL_TIMEOUT, DEFAULT_GRACE_PERIOD, KubeletPeerError, Registration
+from .records import (
+    DEFAULT_DIAL_TIMEOUT,
+    DEFAULT_GRACE_PERIOD,
+    KUBELET_SOCKET,
+    POD_RESOURCES_DIR,
+    KubeletPeerError,
+    Registration,
+)
 
 
 def _parse_allocate(value: str) -> tuple[str, int]:
@@ -59,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="exit after the first non-empty status (+ allocation)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds --once / --allocate wait (default 30)")
     p.add_argument("--dial-timeout", type=float, default=DEFAULT_DIAL_TIMEOUT, help="dial timeout on Register")
+    p.add_argument(
+        "--pod-resources-socket",
+        help="serve the PodResources API here (default: pod-resources/kubelet.sock beside --dir, as kubelet)",
+    )
+    p.add_argument("--seed", type=int, help="seed for the order of device ids in requests (default: random)")
     return p
 
 
@@ -101,17 +117,28 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"registration of {reg.resource} via {reg.endpoint} failed: {reg.error}")
         elif kind == "restart":
             removed = ", ".join(peer.last_cleanup_removed) or "none"
-            say(f"restarted in {payload * 1000:.0f} ms; removed sockets: {removed}")
+            say(f"restarted in {payload * 1000:.0f} ms; removed: {removed}")
 
     signals: queue.SimpleQueue[str] = queue.SimpleQueue()
     signal.signal(signal.SIGTERM, lambda *_: signals.put("stop"))
     signal.signal(signal.SIGINT, lambda *_: signals.put("stop"))
     signal.signal(signal.SIGHUP, lambda *_: signals.put("restart"))
 
-    peer = KubeletPeer(args.dir, grace_period=args.grace, dial_timeout=args.dial_timeout, status_file=args.status_file)
+    pod_resources = args.pod_resources_socket or os.path.join(
+        os.path.dirname(os.path.abspath(args.dir)), POD_RESOURCES_DIR, KUBELET_SOCKET
+    )
+    peer = KubeletPeer(
+        args.dir,
+        grace_period=args.grace,
+        dial_timeout=args.dial_timeout,
+        status_file=args.status_file,
+        pod_resources_socket=pod_resources,
+        seed=args.seed,
+    )
     peer.add_listener(listener)
     peer.start()
     say(f"serving {peer.socket_path}")
+    say(f"serving pod resources on {peer.pod_resources_socket}")
 
     deadline = time.monotonic() + args.timeout
     allocation_pending = args.allocate is not None

@@ -16,7 +16,7 @@ roles live beside it:
 * pod_resources.py: the PodResources server.
 
 Like kubelet 1.32 at start it removes every non-directory entry of the device-plugin directory
-(sockets, regular files, symlinks to files) except the checkpoint, and creates no checkpoint
+(sockets, regular files, symlinks) except the checkpoint, and creates no checkpoint
 when none exists. ``restart`` behaves like a kubelet restart: every plugin connection ends,
 the checkpoint's resources come back as pre-stopped endpoints, the directory is cleaned and
 ``kubelet.sock`` served again.
@@ -230,8 +230,7 @@ class KubeletPeer(RegistrationMixin, StreamsMixin, AdmissionMixin, PodResourcesM
     def _cleanup_plugin_dir(self) -> list[str]:
         """``CleanupPluginDirectory`` (1.32): remove every entry but directories and the checkpoint.
 
-        ``os.stat`` follows symlinks as Go's does: a symlink to a directory stays, and so
-        does a dangling one (its stat fails and kubelet skips it).
+        Entries are looked at with ``lstat``, so every symlink goes, whatever it points to.
         """
         removed: list[str] = []
         try:
@@ -243,7 +242,7 @@ class KubeletPeer(RegistrationMixin, StreamsMixin, AdmissionMixin, PodResourcesM
             if entry.name == CHECKPOINT_FILE:
                 continue
             try:
-                st = os.stat(entry.path)
+                st = os.lstat(entry.path)
             except OSError:
                 continue
             if stat.S_ISDIR(st.st_mode):
