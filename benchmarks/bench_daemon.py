@@ -7,8 +7,11 @@ Measures, against the mock NVML (8×H100) and the kubelet test peer:
      dependencies (goal: <= 1.3×, < 1 s);
   3. kubelet.sock re-created → Register received, over 100 restarts (goal p99 < 250 ms);
   4. XID injected → ListAndWatch update seen by kubelet (goal < 250 ms);
-  5. idle RSS (goal <= 45 MiB) and CPU over 60 s (goal <= 0.2 % of a core).
-Run with scripts/bench [--quick].
+  5. idle RSS (goal <= 45 MiB) and CPU over 60 s (goal <= 0.2 % of a core);
+  6. Allocate latency and errors while nvdp reloads 100 times (reload_storm.py);
+  7. READY, watchdog pings and SIGTERM with a kubelet that never answers (hung_kubelet.py);
+  8. PluginServer start and stop times (bench_plugin_server.py, run as its own process; goal: stop < 0.5 s).
+Run with scripts/bench [--quick] [--only 6,7] (the full run takes about 6 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb  # noqa: E402
 from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc  # noqa: E402
-from tests.kubelet_peer import KubeletPeer  # noqa: E402
+from benchmarks.harness import NotifyLog, ms, nth, pct, spread  # noqa: E402
+from benchmarks.hung_kubelet import hung_kubelet  # noqa: E402
+from benchmarks.reload_storm import reload_storm  # noqa: E402
+from tests.kubelet_peer import KubeletPeer, Registration  # noqa: E402
 from tests.mock_nvml.environment import prepare  # noqa: E402
 
 GPU = "nvidia.com/gpu"
@@ -57,26 +63,25 @@ EMPTY_SERVER = textwrap.dedent(
 )
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def ms(x: float) -> str:
-    return f"{x * 1000:.2f} ms"
-
-
 class Bench:
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, only: set[int]) -> None:
         self.quick = quick
+        self.only = only
         self.work = Path(tempfile.mkdtemp(prefix="nvdp-bench-", dir="/tmp"))
         self.node = prepare("h100-sxm-8", self.work / "nvml")
         self.node.write_sysfs(self.work / "sys")
-        self.env = {**os.environ, **self.node.env(), "GRPC_VERBOSITY": "ERROR"}
+        # A file that exists: a reload treats a config file deleted since start as an error.
+        self.config = self.work / "config.toml"
+        self.config.write_text("# defaults\n")
+        ambient = {k: v for k, v in os.environ.items() if not k.startswith(("NVDP_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+        self.env = {**ambient, **self.node.env(), "GRPC_VERBOSITY": "ERROR"}
+
+    def wants(self, section: int) -> bool:
+        return not self.only or section in self.only
 
     def start_nvdp(self, plugin_dir: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         cmd = [
-            str(ROOT / ".venv/bin/nvdp"), "--config", str(self.work / "none.toml"), "serve",
+            str(ROOT / ".venv/bin/nvdp"), "--config", str(self.config), "serve",
             "--socket-dir", str(plugin_dir), "--kubelet-socket", str(plugin_dir / "kubelet.sock"),
             "--sysfs-root", str(self.work / "sys"),
         ]
@@ -123,31 +128,44 @@ class Bench:
             t = time.monotonic()
             subprocess.run([str(ROOT / ".venv/bin/python"), "-c", DEPS], check=True, env=self.env)
             imports.append(time.monotonic() - t)
-        starts = []
+        starts, readies, stops = [], [], []
         for _ in range(runs):
             with KubeletPeer(Path(tempfile.mkdtemp(prefix="kp-", dir="/tmp"))) as peer:
+                notify = NotifyLog(Path(tempfile.mkdtemp(prefix="ns-", dir="/tmp")))
                 t = time.monotonic()
-                proc = self.start_nvdp(peer.plugin_dir)
+                proc = self.start_nvdp(peer.plugin_dir, {"NOTIFY_SOCKET": str(notify.path)})
                 reg = peer.wait_registered(GPU, timeout=20)
                 starts.append(reg.time - t)
+                readies.append(notify.wait(nth("READY"), 20, "READY=1") - t)
+                t = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
+                stops.append(time.monotonic() - t)
+                notify.close()
         imp, start = statistics.median(imports), statistics.median(starts)
         print(f"2. process start -> Register received: median {ms(start)} over {runs} runs")
         print(f"   bare import of the dependencies:   median {ms(imp)}; ratio {start / imp:.2f} (goal <= 1.3, < 1 s)")
+        print(f"   process start -> READY=1:          {spread(readies)}")
+        print(f"   SIGTERM -> exit, registered (kubelet's ListAndWatch open): {spread(stops)}")
 
     def restart_to_register(self, peer: KubeletPeer, restarts: int) -> None:
+        def accepted_after(t: float) -> Registration | None:
+            return next((r for r in peer.registrations if r.ok and r.resource == GPU and r.time > t), None)
+
+        def accepted() -> int:
+            return sum(r.ok and r.resource == GPU for r in peer.registrations)
+
         delays = []
-        count = peer.registration_count(GPU)
+        before = accepted()
         for _ in range(restarts):
             t = time.monotonic()
             peer.restart()
-            count += 1
-            reg = peer.wait_registered(GPU, count=count, timeout=10)
+            reg = peer.wait_until(lambda t=t: accepted_after(t), 10, "Register after the restart")
             delays.append(reg.time - t)
             peer.wait_node_status(GPU, (8, 8), timeout=10)
         print(f"3. kubelet restart -> Register received, n={restarts}: p50 {ms(pct(delays, 50))}, "
-              f"p99 {ms(pct(delays, 99))}, max {ms(max(delays))} (goal p99 < 250 ms)")
+              f"p99 {ms(pct(delays, 99))}, max {ms(max(delays))} (goal p99 < 250 ms); "
+              f"{accepted() - before} registrations accepted for {restarts} restarts")
 
     def xid_to_listandwatch(self, peer: KubeletPeer, proc: subprocess.Popen[bytes], runs: int) -> None:
         delays = []
@@ -180,18 +198,46 @@ class Bench:
     def run(self) -> None:
         print(f"nvdp benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
               f"Python {platform.python_version()}, grpcio {grpc.__version__}")
-        self.start_to_register(3 if self.quick else 10)
+        if self.wants(2):
+            self.start_to_register(3 if self.quick else 10)
+        if any(self.wants(n) for n in (1, 3, 4, 5)):
+            self.shared_daemon()
+        if self.wants(5):
+            self.idle_without_health()
+        if self.wants(6):
+            reload_storm(self, 20 if self.quick else 100, 500 if self.quick else 2000)
+        if self.wants(7):
+            hung_kubelet(self, 3 if self.quick else 10)
+        if self.wants(8):
+            self.plugin_server_stop(10 if self.quick else 50)
+
+    def plugin_server_stop(self, runs: int) -> None:
+        script = ROOT / "benchmarks/bench_plugin_server.py"
+        if not script.exists():
+            print(f"8. PluginServer start/stop: skipped, {script.relative_to(ROOT)} is missing")
+            return
+        print("8. ", end="", flush=True)
+        subprocess.run([sys.executable, str(script), "--runs", str(runs)], check=True, env=self.env)
+
+    def shared_daemon(self) -> None:
+        """Sections 1, 3, 4, 5 against one daemon, in that order."""
         with KubeletPeer(Path(tempfile.mkdtemp(prefix="kp-", dir="/tmp"))) as peer:
             proc = self.start_nvdp(peer.plugin_dir)
             try:
                 peer.wait_node_status(GPU, (8, 8), timeout=20)
-                self.allocate_latency(peer, 500 if self.quick else 5000)
-                self.restart_to_register(peer, 20 if self.quick else 100)
-                self.xid_to_listandwatch(peer, proc, 5 if self.quick else 20)
-                self.idle(proc.pid, 10 if self.quick else 60, "health worker on (mock NVML polls every 5 ms)")
+                if self.wants(1):
+                    self.allocate_latency(peer, 500 if self.quick else 5000)
+                if self.wants(3):
+                    self.restart_to_register(peer, 20 if self.quick else 100)
+                if self.wants(4):
+                    self.xid_to_listandwatch(peer, proc, 5 if self.quick else 20)
+                if self.wants(5):
+                    self.idle(proc.pid, 10 if self.quick else 60, "health worker on (mock NVML polls every 5 ms)")
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
+
+    def idle_without_health(self) -> None:
         with KubeletPeer(Path(tempfile.mkdtemp(prefix="kp-", dir="/tmp"))) as peer:
             proc = self.start_nvdp(peer.plugin_dir, {"NVDP_HEALTH__ENABLED": "false"})
             try:
@@ -204,8 +250,21 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (about 30 s)")
-    Bench(parser.parse_args().quick).run()
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
+    parser.add_argument("--only", type=_sections, default=set(), metavar="N[,N...]",
+                        help="run only these sections (numbers as in the list above)")
+    args = parser.parse_args()
+    Bench(args.quick, args.only).run()
+
+
+def _sections(text: str) -> set[int]:
+    try:
+        chosen = {int(part) for part in text.split(",") if part.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected section numbers like 6,7, not {text!r}") from None
+    if not chosen <= set(range(1, 9)):
+        raise argparse.ArgumentTypeError(f"sections are 1 to 8, not {sorted(chosen - set(range(1, 9)))}")
+    return chosen
 
 
 if __name__ == "__main__":
