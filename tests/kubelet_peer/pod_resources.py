@@ -40,7 +40,9 @@ class _PodResourcesServicer(pr_grpc.PodResourcesListerServicer):
     def __init__(self, peer: PodResourcesMixin):
         self._peer = peer
 
-    def List(self, request: pr.ListPodResourcesRequest, context: grpc.ServicerContext) -> pr.ListPodResourcesResponse:  # noqa: N802
+    def List(  # noqa: N802
+        self, request: pr.ListPodResourcesRequest, context: grpc.ServicerContext
+    ) -> pr.ListPodResourcesResponse:
         return pr.ListPodResourcesResponse(pod_resources=self._peer.list_pod_resources())
 
     def GetAllocatableResources(  # noqa: N802
@@ -48,7 +50,9 @@ class _PodResourcesServicer(pr_grpc.PodResourcesListerServicer):
     ) -> pr.AllocatableResourcesResponse:
         return pr.AllocatableResourcesResponse(devices=self._peer.allocatable_devices())
 
-    def Get(self, request: pr.GetPodResourcesRequest, context: grpc.ServicerContext) -> pr.GetPodResourcesResponse:  # noqa: N802
+    def Get(  # noqa: N802
+        self, request: pr.GetPodResourcesRequest, context: grpc.ServicerContext
+    ) -> pr.GetPodResourcesResponse:
         for pod in self._peer.list_pod_resources():
             if (pod.namespace, pod.name) == (request.pod_namespace, request.pod_name):
                 return pr.GetPodResourcesResponse(pod_resources=pod)

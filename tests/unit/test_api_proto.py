@@ -257,9 +257,8 @@ def test_both_apis_load_into_one_descriptor_pool_with_distinct_full_names():
 
     assert pr.DESCRIPTOR.pool is pb.DESCRIPTOR.pool
     for short in ("TopologyInfo", "NUMANode", "CDIDevice"):
-        assert (pr.DESCRIPTOR.message_types_by_name[short].full_name, pb.DESCRIPTOR.message_types_by_name[short].full_name) == (
-            f"v1.{short}", f"v1beta1.{short}"
-        )
+        names = (pr.DESCRIPTOR.message_types_by_name[short], pb.DESCRIPTOR.message_types_by_name[short])
+        assert tuple(n.full_name for n in names) == (f"v1.{short}", f"v1beta1.{short}")
 
 
 def test_the_committed_podresources_code_matches_the_proto(pr_compiled):
