@@ -1,6 +1,7 @@
 """The Register call to kubelet's ``v1beta1.Registration`` service.
 
-Called by the supervisor after the plugin server proved it serves. Kubelet
+Called by a resource's :class:`~nvdp_node.app.resource_plugin.ResourcePlugin`,
+in its own task, after the plugin server proved it serves. Kubelet
 dials back and calls GetDevicePluginOptions before Register returns (up to
 10 s for the dial alone), hence the generous deadline.
 """
@@ -31,7 +32,10 @@ async def register(
     request = pb.RegisterRequest(
         version=API_VERSION, endpoint=endpoint, resource_name=resource_name, options=OPTIONS
     )
-    async with grpc.aio.insecure_channel(unix_target(kubelet_socket)) as channel:
+    # Subchannels of its own: grpc's global pool would hand this channel the
+    # connect back-off of an earlier attempt on a kubelet.sock that has since come back.
+    channel_options = [("grpc.use_local_subchannel_pool", 1)]
+    async with grpc.aio.insecure_channel(unix_target(kubelet_socket), options=channel_options) as channel:
         try:
             await pb_grpc.RegistrationStub(channel).Register(request, timeout=timeout)
         except grpc.aio.AioRpcError as err:

@@ -139,17 +139,27 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
         self._state = state
         self._streams = streams or _NoStreamObserver()
         self._closing = asyncio.Event()
+        self._cut = asyncio.Event()  # replaced by every end_streams(); streams opened later wait on the new one
+        self.open_streams = 0
 
     def close(self) -> None:
         """End every ListAndWatch stream normally; called just before the server stops."""
         self._closing.set()
+
+    def end_streams(self) -> int:
+        """End the streams open now (normally, and not reported as lost); keep serving. Returns how many."""
+        cut, self._cut = self._cut, asyncio.Event()
+        cut.set()
+        return self.open_streams
 
     async def GetDevicePluginOptions(self, request: pb.Empty, context: object) -> pb.DevicePluginOptions:
         return OPTIONS
 
     async def ListAndWatch(self, request: pb.Empty, context: object) -> AsyncIterator[pb.ListAndWatchResponse]:
         token = self._streams.opened()
-        closing = asyncio.ensure_future(self._closing.wait())
+        cut = self._cut
+        closing = asyncio.ensure_future(_first(self._closing, cut))
+        self.open_streams += 1
         try:
             while True:
                 response, changed = self._state.listing()
@@ -163,7 +173,8 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
                     return
         finally:
             closing.cancel()
-            if not self._closing.is_set():
+            self.open_streams -= 1
+            if not self._closing.is_set() and not cut.is_set():
                 self._streams.ended(token)
 
     async def Allocate(self, request: pb.AllocateRequest, context: grpc.aio.ServicerContext) -> pb.AllocateResponse:
@@ -198,6 +209,16 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
         self, request: pb.PreStartContainerRequest, context: object
     ) -> pb.PreStartContainerResponse:
         return pb.PreStartContainerResponse()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return once any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 def _container_response(allocation: ContainerAllocation) -> pb.ContainerAllocateResponse:

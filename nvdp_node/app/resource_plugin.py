@@ -196,6 +196,12 @@ class ResourcePlugin:
         self.serve_error = None
 
     async def _register_once(self, kubelet: object) -> None:
+        if self._server is not None and (ended := self._server.servicer.end_streams()):
+            # Kubelet 1.32 drops the *new* client when an older stream of the same
+            # resource ends after a re-registration (allocatable 0 until the next
+            # one); ending the old streams first leaves nothing to race with.
+            log.info("%s: ended %d open ListAndWatch stream(s) before registering again",
+                     self.resource_name, ended)
         self.registrar.started(kubelet)
         self._generation += 1
         self._kubelet_stream = None

@@ -8,6 +8,8 @@ decided, so each test waits for that decision instead of sleeping.
 
 from __future__ import annotations
 
+import os
+
 import grpc
 
 from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
@@ -52,3 +54,18 @@ def test_the_end_of_kubelets_own_stream_still_re_registers(nvdp_daemon, kubelet_
     kubelet_peer.drop_stream(GPU)
     kubelet_peer.wait_registered(GPU, count=2)
     kubelet_peer.wait_node_status(GPU, (8, 8))
+
+
+def test_a_re_registration_ends_the_old_stream_first_so_kubelet_132_has_nothing_to_race(
+    nvdp_daemon, kubelet_peer, h100, tmp_path
+):
+    # A new mtime on kubelet.sock is a new identity: nvdp registers again while kubelet's
+    # stream is still open. Kubelet 1.32 would drop the *new* client once that old stream
+    # ends (capacity 8, allocatable 0); nvdp ends it before it registers.
+    daemon = serve(nvdp_daemon, kubelet_peer, h100, tmp_path)
+    os.utime(kubelet_peer.socket_path)
+    (kubelet_peer.plugin_dir / "wake-up").mkdir()
+    daemon.wait_log("ended 1 open ListAndWatch stream(s) before registering again")
+    kubelet_peer.wait_registered(GPU, count=2)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    kubelet_peer.wait_until(lambda: kubelet_peer.endpoint_stopped(GPU) is False, what="the new endpoint live")
