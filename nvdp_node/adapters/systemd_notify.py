@@ -1,10 +1,12 @@
-"""sd_notify(3) messages to systemd over ``NOTIFY_SOCKET``.
+"""sd_notify(3) messages to systemd over ``NOTIFY_SOCKET``, through the ``sdnotify`` package.
 
 Used by the supervisor (and by ``serve`` for its last STATUS= before exit 72).
-The protocol is one datagram of UTF-8 ``KEY=value`` lines on an AF_UNIX
-socket, so this module speaks it with :mod:`socket` directly. The ``sdnotify``
-package it replaces encoded latin-1, swallowed errors, never retried a failed
-connect and dropped the socket of a failed connect unclosed. Here:
+``sdnotify.SystemdNotifier`` sends the datagrams; this wrapper fixes what it
+gets wrong for a long-running daemon. Its constructor reads the process
+environment, connects once, and on a failed connect drops the socket
+unclosed; its ``notify`` encodes latin-1 while systemd expects UTF-8. So the
+connection is made here (:class:`_Connection` replaces only the constructor)
+and the text is handed over as UTF-8 bytes mapped 1:1 onto latin-1. Here:
 
 * a failed connect is retried on the next send (``NOTIFY_SOCKET`` may name a
   socket that appears later); a send that fails on a connection that worked
@@ -24,7 +26,31 @@ import socket
 import time
 from collections.abc import Mapping
 
+import sdnotify
+
 log = logging.getLogger(__name__)
+
+
+class _Connection(sdnotify.SystemdNotifier):
+    """sdnotify's notifier on a socket we connect (and can close) ourselves."""
+
+    def __init__(self, address: str) -> None:  # noqa: D107 - deliberately not calling super()
+        self.debug = True  # notify() raises instead of swallowing errors
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(address)
+        except OSError:
+            sock.close()
+            raise
+        self.socket = sock
+
+    def send(self, data: bytes) -> None:
+        # sdnotify encodes latin-1: mapping UTF-8 bytes 1:1 onto latin-1 code
+        # points makes it put exactly those UTF-8 bytes on the wire.
+        self.notify(data.decode("latin-1"))
+
+    def close(self) -> None:
+        self.socket.close()
 
 
 class Notifier:
@@ -33,7 +59,7 @@ class Notifier:
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         self.address = environ.get("NOTIFY_SOCKET", "")
         self.enabled = bool(self.address)
-        self._sock: socket.socket | None = None
+        self._sock: _Connection | None = None
         self._failed = False
         self.status = ""
         if self.enabled:
@@ -73,14 +99,11 @@ class Notifier:
         self._drop()
         # "@name" is an abstract socket: its address starts with a NUL byte.
         address = "\0" + self.address[1:] if self.address.startswith("@") else self.address
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
-            sock.connect(address)
+            self._sock = _Connection(address)
         except OSError as err:
-            sock.close()
             self._fail(err)
             return False
-        self._sock = sock
         return True
 
     def _drop(self) -> None:
