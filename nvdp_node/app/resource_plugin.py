@@ -36,7 +36,6 @@ from nvdp_node.domain.resource_names import socket_name
 log = logging.getLogger(__name__)
 
 CLAIMS_POLL = 2.0  # re-ask PodResources this often while a pod holds one of our GPUs elsewhere
-CLAIMS_RETRY = 30.0  # ... and this often while PodResources cannot be reached
 IDLE_PASS = 10.0  # safety-net pass even without a poke
 RegisterFn = Callable[..., Awaitable[None]]
 
@@ -68,6 +67,7 @@ class ResourcePlugin:
         self.serve_backoff = Backoff()
         self.serve_error: str | None = None
         self.claims_error: str | None = None
+        self.claims_backoff = Backoff()  # 1 s … 30 s while PodResources cannot be reached
         self._server: PluginServer | None = None
         self._kubelet: object = None
         self._generation = 0  # bumped by every Register; kubelet's stream belongs to one
@@ -221,13 +221,17 @@ class ResourcePlugin:
         try:
             assignments = await list_assignments(self.pod_resources_socket)
         except PodResourcesUnavailable as err:
+            delay = self.claims_backoff.failed(self._clock())
             if self.claims_error is None:
                 log.warning("%s; cannot tell whether running pods hold these GPUs under another resource "
-                            "name (retrying every %.0f s)", err, CLAIMS_RETRY)
+                            "name (retrying, at most every %.0f s)", err, self.claims_backoff.cap)
             self.claims_error = str(err)
-            self._claims_next = self._clock() + CLAIMS_RETRY
+            self._claims_next = self._clock() + delay
             return
+        if self.claims_error is not None:
+            log.info("%s: PodResources answers again", self.resource_name)
         self.claims_error = None
+        self.claims_backoff.reset()
         self.state.set_held(held_elsewhere(assignments, self.resource_name, self.state.devices.by_id))
         # Keep watching only while something is held; a reload or restart asks again.
         self._claims_due = bool(self.state.held)
