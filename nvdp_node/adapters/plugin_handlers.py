@@ -82,7 +82,7 @@ class RateLimitedReport:
         return f"{count} {self.what}{plural} in the last minute, e.g. {example}"
 
 
-class _Reporter:
+class Reporter:
     """A :class:`RateLimitedReport` on the event loop: logs, and arms a timer for the pending count."""
 
     def __init__(self, report: RateLimitedReport, level: int) -> None:
@@ -124,8 +124,8 @@ class DevicePluginHandlers:
     """The generic handler for ``v1beta1.DevicePlugin`` over one servicer, plus its two reports."""
 
     def __init__(self, servicer: object) -> None:
-        self.undecodable = _Reporter(RateLimitedReport("undecodable request"), logging.WARNING)
-        self.failed = _Reporter(RateLimitedReport("failed request"), logging.ERROR)
+        self.undecodable = Reporter(RateLimitedReport("undecodable request"), logging.WARNING)
+        self.failed = Reporter(RateLimitedReport("failed request"), logging.ERROR)
         self.methods: dict[str, grpc.RpcMethodHandler] = {}
         for method in SERVICE.methods:
             path = f"/{SERVICE.full_name}/{method.name}"

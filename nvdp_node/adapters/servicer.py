@@ -16,6 +16,7 @@ from typing import Protocol
 
 import grpc
 
+from nvdp_node.adapters.plugin_handlers import RateLimitedReport, Reporter
 from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
 from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc
 from nvdp_node.domain.allocation import (
@@ -140,6 +141,8 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
         self._streams = streams or _NoStreamObserver()
         self._closing = asyncio.Event()
         self._cut = asyncio.Event()  # replaced by every end_streams(); streams opened later wait on the new one
+        # A client hammering Allocate with bad ids gets its errors, not one log line each.
+        self._rejected = Reporter(RateLimitedReport("rejected Allocate request"), logging.WARNING)
         self.open_streams = 0
 
     def close(self) -> None:
@@ -184,7 +187,7 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
             try:
                 allocation = allocate_container(state.devices.by_id, container.devices_ids, state.policy)
             except InvalidAllocationError as err:
-                log.warning("Allocate rejected: %s", err)
+                self._rejected.record(f"{err}")
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             responses.append(_container_response(allocation))
         return pb.AllocateResponse(container_responses=responses)

@@ -170,3 +170,26 @@ def test_a_flood_of_garbage_leaves_the_daemons_log_small_and_allocate_working(
         "WARNING nvdp_node.adapters.plugin_handlers: 1 undecodable request in the last minute, "
         "e.g. to /v1beta1.DevicePlugin/Allocate: Error parsing message"
     )
+
+
+def test_two_hundred_allocates_of_unknown_ids_each_fail_and_log_one_line(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger=HANDLERS_LOG)
+    bad = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=["GPU-" + "7" * 5000])])
+
+    async def scenario() -> list[grpc.StatusCode]:
+        codes = []
+        async with serving(tmp_path) as channel:
+            for _ in range(200):
+                try:
+                    await raw_unary(channel, "Allocate", bad.SerializeToString())
+                except grpc.aio.AioRpcError as err:
+                    codes.append(err.code())
+            good = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=["GPU-0"])])
+            assert pb.AllocateResponse.FromString(await raw_unary(channel, "Allocate", good.SerializeToString()))
+        return codes
+
+    assert asyncio.run(scenario()) == [grpc.StatusCode.INVALID_ARGUMENT] * 200
+    lines = [r.getMessage() for r in caplog.records if "Allocate request" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("1 rejected Allocate request in the last minute, e.g. invalid allocation request")
+    assert len(lines[0]) < 300, "the id is cut in the log too"
