@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from nvdp_node.domain.allocation import AllocationPolicy
 from nvdp_node.domain.health_policy import DEFAULT_IGNORED_XIDS
 from nvdp_node.domain.resource_names import socket_dir_problem, socket_path_problem, validate_extended_resource_name
 
@@ -170,6 +171,10 @@ class RuntimeCheckConfig(_Section):
         return tuple(dict.fromkeys(items))
 
 
+# Allocate's defaults are upstream's and live with the allocation rules (domain).
+_ALLOCATE = AllocationPolicy()
+
+
 class PluginConfig(_Section):
     """How GPUs are handed to containers; upstream's flags and flags.plugin keys."""
 
@@ -179,18 +184,18 @@ class PluginConfig(_Section):
         "false: keep running and advertise no GPUs, as the 2019 plugin did.",
     )
     pass_device_specs: bool = Field(
-        False,
+        _ALLOCATE.pass_device_specs,
         description="Also return the /dev/nvidia* device nodes in Allocate; needed with "
         "kubelet's static CPU manager policy.",
     )
     device_list_strategy: tuple[DeviceListStrategy, ...] = Field(
-        ("envvar",),
+        _ALLOCATE.device_list_strategy,
         description='How the allocated GPUs are passed to the container runtime: "envvar" '
         '(NVIDIA_VISIBLE_DEVICES) and/or "volume-mounts" (/var/run/nvidia-container-devices/<id>). '
         "A single string or a list.",
     )
     device_id_strategy: Literal["uuid", "index"] = Field(
-        "uuid", description='How GPUs are named to the runtime: "uuid" (GPU-...) or "index" (0, 1, ...).'
+        _ALLOCATE.device_id_strategy, description='How GPUs are named to the runtime: "uuid" (GPU-...) or "index" (0, 1, ...).'
     )
     nvidia_driver_root: AbsolutePath = Field(
         Path("/"),
@@ -267,7 +272,7 @@ class Config(BaseSettings):
         CONFIG_VERSION, description=f"Format version of this file; must be {CONFIG_VERSION}."
     )
     resource_name: Annotated[str, Field(strict=True), AfterValidator(_resource_name)] = Field(
-        "nvidia.com/gpu",
+        _ALLOCATE.resource_name,
         description="Extended resource name advertised to kubelet. Checked with kubelet's rules "
         "(a domain prefix, at most one '/', a DNS-subdomain prefix, a name of at most 63 characters).",
     )
