@@ -494,6 +494,172 @@ def test_injected_wait_errors_are_counted_across_processes(mock_nvml: MockNvml) 
         pynvml.nvmlEventSetWait(event_set_for(0), 20)
 
 
+# --------------------------------------------------------------------------- hung waits
+
+
+class WaitInThread:
+    """One nvmlEventSetWait on a thread; ``outcome`` is the event or the NVMLError it raised."""
+
+    def __init__(self, event_set: Any, timeout_ms: int) -> None:
+        self.outcome: Any = None
+        self._thread = threading.Thread(target=self._run, args=(event_set, timeout_ms), daemon=True)
+        self._thread.start()
+
+    def _run(self, event_set: Any, timeout_ms: int) -> None:
+        try:
+            self.outcome = pynvml.nvmlEventSetWait_v2(event_set, timeout_ms)
+        except pynvml.NVMLError as err:
+            self.outcome = err
+
+    def join(self, timeout: float = 10.0) -> Any:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the wait did not return within {timeout} s"
+        return self.outcome
+
+
+def wait_hang_taken(control: Control, count: int = 1) -> None:
+    """Until ``count`` hangs were claimed: the claim is written before the wait blocks."""
+    deadline = time.monotonic() + 10
+    while control.consumed("wait_hang") < count:
+        assert time.monotonic() < deadline, f"no wait took the hang; control file: {control.lines()}"
+        time.sleep(0.005)
+
+
+def test_a_hung_wait_blocks_for_the_hang_whatever_its_timeout_then_times_out(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    pynvml.nvmlInit()
+    event_set = event_set_for(0)
+    node.control.wait_hang(ms=400)
+    start = time.monotonic()
+    with pytest.raises(pynvml.NVMLError_Timeout):
+        pynvml.nvmlEventSetWait_v2(event_set, 10)
+    assert time.monotonic() - start >= 0.4
+
+
+def test_clear_ends_a_hung_wait_early(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    pynvml.nvmlInit()
+    node.control.wait_hang(ms=600_000)
+    waiter = WaitInThread(event_set_for(0), 10)
+    wait_hang_taken(node.control)
+    node.control.clear()
+    assert isinstance(waiter.join(), pynvml.NVMLError_Timeout)
+
+
+def test_an_event_injected_during_a_hang_is_delivered_when_it_ends(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    pynvml.nvmlInit()
+    node.control.wait_hang(ms=600_000)
+    waiter = WaitInThread(event_set_for(0), 10)
+    wait_hang_taken(node.control)
+    node.control.xid(0, 79)
+    node.control.clear()
+    assert waiter.join().eventData == 79
+
+
+def test_a_hung_wait_leaves_other_nvml_calls_answering(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    pynvml.nvmlInit()
+    node.control.wait_hang(ms=600_000)
+    waiter = WaitInThread(event_set_for(0), 10)
+    wait_hang_taken(node.control)
+    answered: list[str] = []
+    query = threading.Thread(
+        target=lambda: answered.append(text(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(0)))),
+        daemon=True,
+    )
+    query.start()
+    query.join(10)
+    node.control.clear()
+    waiter.join()
+    assert answered == [node.profile["gpus"][0]["uuid"]], "a query waited for the hung wait's lock"
+
+
+def test_a_counted_hang_hangs_exactly_the_next_n_waits(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    pynvml.nvmlInit()
+    event_set = event_set_for(0)
+    node.control.wait_hang(ms=300, count=2)
+    for _ in range(2):
+        start = time.monotonic()
+        with pytest.raises(pynvml.NVMLError_Timeout):
+            pynvml.nvmlEventSetWait_v2(event_set, 10)
+        assert time.monotonic() - start >= 0.3
+    with pytest.raises(pynvml.NVMLError_Timeout):
+        pynvml.nvmlEventSetWait_v2(event_set, 10)
+    assert node.control.consumed("wait_hang") == 2
+
+
+def test_a_forever_hang_hangs_every_wait_until_cleared(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    pynvml.nvmlInit()
+    event_set = event_set_for(0)
+    node.control.wait_hang(ms=200, count=-1)
+    for _ in range(3):
+        start = time.monotonic()
+        with pytest.raises(pynvml.NVMLError_Timeout):
+            pynvml.nvmlEventSetWait_v2(event_set, 10)
+        assert time.monotonic() - start >= 0.2
+    node.control.clear()
+    node.control.xid(0, 79)
+    assert pynvml.nvmlEventSetWait_v2(event_set, 5000).eventData == 79
+
+
+def test_a_hang_with_count_zero_cancels_the_pending_one(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    pynvml.nvmlInit()
+    node.control.wait_hang(ms=600_000)
+    node.control.wait_hang(ms=600_000, count=0)
+    event_set = event_set_for(0)
+    node.control.xid(0, 79)
+    assert WaitInThread(event_set, 5000).join().eventData == 79
+
+
+def test_counted_hangs_are_counted_across_processes(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    node.control.wait_hang(ms=200, count=1)
+    out = subprocess.run([sys.executable, "-c", WAIT_IN_SUBPROCESS], env=node.env(), capture_output=True,
+                         text=True, check=True, timeout=30).stdout
+    assert out.strip() == "NVMLError_Timeout"
+    assert node.control.consumed("wait_hang") == 1
+    pynvml.nvmlInit()
+    event_set = event_set_for(0)
+    node.control.xid(0, 79)
+    assert WaitInThread(event_set, 5000).join().eventData == 79, "the one hang was the child's"
+
+
+def test_a_shutdown_ends_a_hung_wait_with_uninitialized(mock_nvml: MockNvml) -> None:
+    node = mock_nvml.use("t4-1")
+    pynvml.nvmlInit()
+    node.control.wait_hang(ms=600_000)
+    waiter = WaitInThread(event_set_for(0), 10)
+    wait_hang_taken(node.control)
+    pynvml.nvmlShutdown()
+    assert isinstance(waiter.join(), pynvml.NVMLError_Uninitialized)
+
+
+def test_the_mock_ignores_a_wait_hang_line_without_a_length_and_says_why(
+    mock_nvml: MockNvml, capfd: pytest.CaptureFixture[str]
+) -> None:
+    node = mock_nvml.use("t4-1")
+    with node.control_path.open("a") as f:  # past Control's own check, as a hand-written line would be
+        f.write("wait_hang ms=0\n")
+    pynvml.nvmlInit()
+    with pytest.raises(pynvml.NVMLError_Timeout):
+        pynvml.nvmlEventSetWait_v2(event_set_for(0), 10)
+    assert node.control.consumed("wait_hang") == 0
+    assert "expected ms=<n >= 1> [count=<n or -1>]" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(("ms", "count"), [(0, 1), (-5, 1), (100, -2), (True, 1)],
+                         ids=["zero-ms", "negative-ms", "count-below-minus-one", "bool-ms"])
+def test_control_rejects_a_hang_that_could_never_happen(tmp_path: Path, ms: Any, count: Any) -> None:
+    control = Control(tmp_path / "ctl")
+    with pytest.raises(ValueError):
+        control.wait_hang(ms=ms, count=count)
+    assert control.lines() == []
+
+
 # --------------------------------------------------------------------------- lost GPUs
 
 

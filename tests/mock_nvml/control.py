@@ -1,4 +1,4 @@
-"""Fault injection for the mock NVML: XID/ECC events, lost GPUs, failing calls and waits.
+"""Fault injection for the mock NVML: XID/ECC events, lost GPUs, failing calls, failing and hung waits.
 
 Tests (and the demo script) call :class:`Control` to append commands to the
 file named by ``MOCK_NVML_CONTROL``; the mock library in *every* process
@@ -103,9 +103,31 @@ class Control:
         _check_count("count", count, minimum=-1)
         self._append(f"wait_error code={code_name} count={count}")
 
+    def wait_hang(self, ms: int, count: int = 1) -> None:
+        """The next ``count`` nvmlEventSetWait calls, in any process, block for ``ms`` whatever their timeout.
+
+        NVML stuck in the driver: the wait delivers nothing meanwhile, then
+        goes on as usual (an event, or a timeout once its own timeout has
+        passed). ``count=-1`` means every call from now on; ``count=0``
+        cancels. :meth:`clear` (or a newer ``wait_hang``) also ends a hang in
+        progress within one poll interval.
+        """
+        _check_count("ms", ms, minimum=1)
+        _check_count("count", count, minimum=-1)
+        self._append(f"wait_hang ms={ms} count={count}")
+
     def clear(self) -> None:
-        """Un-lose every GPU, cancel injected call faults and wait errors (delivered events stay delivered)."""
+        """Un-lose every GPU, cancel call faults, wait errors and hangs (delivered events stay delivered)."""
         self._append("clear")
+
+    def consumed(self, kind: str) -> int:
+        """How many of the counted ``kind`` injections (``wait_error``, ``wait_hang``, ``fail``) were taken.
+
+        Only counted ones (``count`` > 0) are recorded; ``count=-1`` writes no claims.
+        """
+        if kind not in ("wait_error", "wait_hang", "fail"):
+            raise ValueError(f"kind must be 'wait_error', 'wait_hang' or 'fail', not {kind!r}")
+        return sum(line.startswith(f"{kind}_consumed ") for line in self.lines())
 
     def lines(self) -> list[str]:
         """Every command written so far, including the mock's own bookkeeping lines."""

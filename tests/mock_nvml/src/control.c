@@ -25,6 +25,7 @@ void mock_control_open(mock_control *ctl, const char *path)
     memset(ctl, 0, sizeof *ctl);
     ctl->fd = -1;
     ctl->wait_error.offset = -1;
+    ctl->wait_hang.offset = -1;
     if (path)
         snprintf(ctl->path, sizeof ctl->path, "%s", path);
 }
@@ -112,6 +113,8 @@ static mock_injection *find_injection(mock_control *ctl, long long offset)
         return NULL;
     if (ctl->wait_error.offset == offset)
         return &ctl->wait_error;
+    if (ctl->wait_hang.offset == offset)
+        return &ctl->wait_hang;
     for (size_t i = 0; i < ctl->fault_count; i++)
         if (ctl->faults[i].injection.offset == offset)
             return &ctl->faults[i].injection;
@@ -176,6 +179,7 @@ static void apply_line(mock_control *ctl, const mock_node *node, long long offse
     if (strcmp(command, "clear") == 0) {
         memset(ctl->lost, 0, sizeof ctl->lost);
         ctl->wait_error.offset = -1;
+        ctl->wait_hang.offset = -1;
         ctl->fault_count = 0;
         return;
     }
@@ -192,7 +196,21 @@ static void apply_line(mock_control *ctl, const mock_node *node, long long offse
         ctl->wait_error = (mock_injection){.offset = offset, .code = rc, .count = c};
         return;
     }
-    if (strcmp(command, "wait_error_consumed") == 0 || strcmp(command, "fail_consumed") == 0) {
+    if (strcmp(command, "wait_hang") == 0) {
+        const char *ms = arg(keys, values, n, "ms");
+        const char *count = arg(keys, values, n, "count");
+        long long m, c = 1;
+        if (!ms || !parse_ll(ms, &m) || m < 1 || (count && (!parse_ll(count, &c) || c < -1))) {
+            warn_line(ctl, offset, original, "expected ms=<n >= 1> [count=<n or -1>]");
+            return;
+        }
+        /* take() hands back a non-success code to mean "taken"; a hang has no code of its own */
+        ctl->wait_hang = (mock_injection){.offset = offset, .code = NVML_ERROR_TIMEOUT, .count = c};
+        ctl->wait_hang_ms = m;
+        return;
+    }
+    if (strcmp(command, "wait_error_consumed") == 0 || strcmp(command, "fail_consumed") == 0 ||
+        strcmp(command, "wait_hang_consumed") == 0) {
         const char *of = arg(keys, values, n, "of");
         long long o;
         mock_injection *injection = of && parse_ll(of, &o) ? find_injection(ctl, o) : NULL;
@@ -355,6 +373,16 @@ static nvmlReturn_t take(mock_control *ctl, const mock_node *node, long long off
 nvmlReturn_t mock_control_take_wait_error(mock_control *ctl, const mock_node *node)
 {
     return take(ctl, node, ctl->wait_error.offset, "wait_error_consumed");
+}
+
+long long mock_control_take_wait_hang(mock_control *ctl, const mock_node *node, long long *offset)
+{
+    const long long at = ctl->wait_hang.offset;
+    const long long ms = ctl->wait_hang_ms;
+    if (take(ctl, node, at, "wait_hang_consumed") != NVML_ERROR_TIMEOUT)
+        return 0; /* none, used up, or the claim could not be written (take said so on stderr) */
+    *offset = at;
+    return ms;
 }
 
 /* "nvmlDeviceGetPciInfo" covers itself and "nvmlDeviceGetPciInfo_v<digits>"; a versioned name only itself. */

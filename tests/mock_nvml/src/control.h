@@ -1,8 +1,8 @@
 /*
  * The runtime control file (MOCK_NVML_CONTROL): an append-only text file that
  * tests write through tests/mock_nvml/control.py to inject XID/ECC events,
- * lose GPUs, make single per-GPU calls fail and make nvmlEventSetWait fail,
- * in every process using the mock.
+ * lose GPUs, make single per-GPU calls fail and make nvmlEventSetWait fail
+ * or hang, in every process using the mock.
  *
  * One command per line, "<command> key=value ...":
  *   xid gpu=<ref> xid=<n> [gi=<n> ci=<n>]
@@ -10,8 +10,10 @@
  *   lose gpu=<ref>
  *   fail fn=<nvmlDevice... function> gpu=<ref> code=<NVML_ERROR_NAME> [count=<n|-1>]
  *   wait_error code=<NVML_ERROR_NAME> count=<n|-1>
+ *   wait_hang ms=<n> [count=<n|-1>]                                     (count defaults to 1)
  *   wait_error_consumed of=<offset of the wait_error line> pid=<pid>   (written by the mock)
  *   fail_consumed of=<offset of the fail line> pid=<pid>               (written by the mock)
+ *   wait_hang_consumed of=<offset of the wait_hang line> pid=<pid>     (written by the mock)
  *   clear
  * fn= names an exported per-GPU function; a name without a "_v<n>" suffix
  * also covers its versioned variants (nvmlDeviceGetPciInfo covers _v2, _v3).
@@ -62,6 +64,8 @@ typedef struct {
     size_t event_cap;
     unsigned char lost[MOCK_MAX_GPUS];
     mock_injection wait_error;
+    mock_injection wait_hang; /* its code is unused */
+    long long wait_hang_ms;
     mock_fault faults[MOCK_MAX_FAULTS]; /* at most one per (function, GPU): a newer command replaces it */
     size_t fault_count;
 } mock_control;
@@ -77,6 +81,14 @@ void mock_control_refresh(mock_control *ctl, const mock_node *node);
  * under flock) and return its code; otherwise NVML_SUCCESS.
  */
 nvmlReturn_t mock_control_take_wait_error(mock_control *ctl, const mock_node *node);
+
+/*
+ * If an injected wait hang is active, take one (counted like wait errors) and
+ * return its length in ms, storing the offset of its command line in
+ * *offset; 0 when no hang applies. The hang ends early once that command is
+ * no longer ctl->wait_hang (a `clear` or a newer `wait_hang` line).
+ */
+long long mock_control_take_wait_hang(mock_control *ctl, const mock_node *node, long long *offset);
 
 /*
  * If a `fail` command covers this call of `function` on GPU `gpu`, take one

@@ -942,7 +942,42 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Called and returns with g_lock held; sleeps (unlocked) between polls of the control file. */
+/*
+ * Sleep (unlocked) for up to `ms`, polling the control file: with g_lock held.
+ * NVML_SUCCESS when the time is up or `hang` (the offset of a wait_hang line,
+ * or -1) is no longer the active hang; an error when NVML was shut down or
+ * the set freed meanwhile.
+ */
+static nvmlReturn_t nap(nvmlEventSet_t set, unsigned long generation, double ms, long long hang)
+{
+    const double until = now_ms() + ms;
+    for (;;) {
+        double left = until - now_ms();
+        if (left <= 0)
+            return NVML_SUCCESS;
+        long ns = left * 1e6 < POLL_INTERVAL_NS ? (long)(left * 1e6) : POLL_INTERVAL_NS;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = ns};
+        pthread_mutex_unlock(&g_lock);
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&g_lock);
+        if (g_refcount == 0 || g_generation != generation)
+            return NVML_ERROR_UNINITIALIZED;
+        if (!find_set(set))
+            return NVML_ERROR_INVALID_ARGUMENT; /* freed while we waited */
+        if (hang < 0)
+            return NVML_SUCCESS; /* one poll interval: the caller re-checks the control file */
+        refresh();
+        if (g_ctl.wait_hang.offset != hang)
+            return NVML_SUCCESS; /* cleared or replaced: the hang ends early */
+    }
+}
+
+/*
+ * Called and returns with g_lock held; sleeps (unlocked) between polls of the
+ * control file. An injected hang comes first and ignores the timeout; after
+ * it the wait goes on as usual until its own deadline (already past if the
+ * hang outlasted it: then it checks for an event once and times out).
+ */
 static nvmlReturn_t event_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms, int version)
 {
     if (g_refcount == 0)
@@ -951,6 +986,14 @@ static nvmlReturn_t event_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsign
         return NVML_ERROR_INVALID_ARGUMENT;
     const unsigned long generation = g_generation;
     const double deadline = now_ms() + timeoutms;
+    refresh();
+    long long hang_offset = -1;
+    long long hang_ms = mock_control_take_wait_hang(&g_ctl, g_node, &hang_offset);
+    if (hang_ms > 0) {
+        nvmlReturn_t rc = nap(set, generation, (double)hang_ms, hang_offset);
+        if (rc != NVML_SUCCESS)
+            return rc;
+    }
     for (;;) {
         refresh();
         nvmlReturn_t injected = mock_control_take_wait_error(&g_ctl, g_node);
@@ -970,15 +1013,9 @@ static nvmlReturn_t event_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsign
         double left = deadline - now_ms();
         if (left <= 0)
             return NVML_ERROR_TIMEOUT;
-        long nap = left * 1e6 < POLL_INTERVAL_NS ? (long)(left * 1e6) : POLL_INTERVAL_NS;
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = nap};
-        pthread_mutex_unlock(&g_lock);
-        nanosleep(&ts, NULL);
-        pthread_mutex_lock(&g_lock);
-        if (g_refcount == 0 || g_generation != generation)
-            return NVML_ERROR_UNINITIALIZED;
-        if (!find_set(set))
-            return NVML_ERROR_INVALID_ARGUMENT; /* freed while we waited */
+        nvmlReturn_t rc = nap(set, generation, left, -1);
+        if (rc != NVML_SUCCESS)
+            return rc;
     }
 }
 
