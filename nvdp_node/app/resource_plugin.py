@@ -98,6 +98,10 @@ class ResourcePlugin:
 
     def poke(self, kubelet: object) -> None:
         """Something may have changed (kubelet.sock's identity is ``kubelet``); look again."""
+        if kubelet != self._kubelet and kubelet is not None and self.claims_error is not None:
+            # A (re)started kubelet brings its PodResources back: ask now, not after the back-off.
+            self.claims_backoff.reset()
+            self.recheck_claims()
         self._kubelet = kubelet
         self._poked.set()
 

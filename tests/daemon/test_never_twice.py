@@ -95,3 +95,16 @@ def test_an_unreachable_podresources_is_said_in_the_log_and_status(
     kubelet_peer.wait_node_status(OLD, (8, 8))
     daemon.wait_log("cannot tell whether running pods hold these GPUs")
     notify_socket.wait_for(lambda m: "PodResources unreachable" in m.get("STATUS", ""))
+
+
+def test_a_kubelet_that_starts_after_nvdp_brings_podresources_and_a_clean_status(
+    nvdp_daemon, kubelet_peer_factory, h100, tmp_path, notify_socket
+):
+    peer = kubelet_peer_factory(start=False)
+    peer.plugin_dir.mkdir(parents=True, exist_ok=True)
+    daemon = start(nvdp_daemon, peer, h100, tmp_path, notify_socket)
+    daemon.wait_log("cannot tell whether running pods hold these GPUs")
+    peer.start()
+    peer.wait_node_status(OLD, (8, 8))
+    notify_socket.wait_for(lambda m: m.get("STATUS") == "Serving 8 GPUs as nvidia.com/gpu, registered with kubelet")
+    daemon.wait_log("PodResources answers again")
