@@ -235,9 +235,15 @@ class Supervisor:
                 log.error("reload failed, keeping the previous configuration:\n%s", err)
                 self.notifier.ready(self._status())
                 return
+            try:
+                await self._apply(new, inventory, handover=True)
+                self._on_reloaded(new)
+            except Exception as err:  # noqa: BLE001 - a bug here must not end the daemon either
+                self.reload_error = first_problem(err)
+                log.exception("reload could not be applied completely")
+                self.notifier.ready(self._status())
+                return
             self.reload_error = None
-            await self._apply(new, inventory, handover=True)
-            self._on_reloaded(new)
             log.info("reloaded configuration")
             self.notifier.ready(self._status())
         finally:
