@@ -105,17 +105,30 @@ def test_without_recovery_a_device_stays_unhealthy(mock_nvml):
         worker.stop(timeout=5)
 
 
+def until(predicate, what: str, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` on the real monotonic clock until it holds, or fail naming ``what``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.01)
+
+
 def test_a_worker_blocked_in_nvml_longer_than_its_wait_timeout_counts_as_stalled(mock_nvml):
     import time
 
     node = mock_nvml.use("t4-1")
     gpu = node.profile["gpus"][0]["uuid"]
-    worker = HealthWorker([DeviceRef(gpu, gpu)], HealthPolicy(), Reports(), wait_timeout_ms=3000)
+    node.control.wait_hang(ms=60_000)  # its first wait blocks for a minute, or until cleared
+    worker = HealthWorker([DeviceRef(gpu, gpu)], HealthPolicy(), Reports(), wait_timeout_ms=200)
     worker.start()
     try:
-        wait_registered(node)  # now blocked inside nvmlEventSetWait for up to 3 s
-        now = time.monotonic()
-        assert not worker.stalled(now, allowance=1.0)
-        assert worker.stalled(now + 4.5, allowance=1.0), "3 s wait + 1 s allowance exceeded"
+        until(lambda: node.control.consumed("wait_hang") == 1, "the worker never entered its NVML wait")
+        until(lambda: worker.stalled(time.monotonic(), allowance=0.2), "the hung worker never counted as stalled")
+        node.control.clear()
+        until(lambda: not worker.stalled(time.monotonic(), allowance=0.2),
+              "the worker still counts as stalled after its wait returned")
     finally:
+        node.control.clear()
         worker.stop(timeout=5)

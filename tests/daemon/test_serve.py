@@ -132,12 +132,21 @@ def test_a_stale_socket_from_a_previous_run_is_replaced(nvdp_daemon, kubelet_pee
     kubelet_peer.wait_node_status(GPU, (8, 8))
 
 
-def test_a_node_without_gpus_registers_nothing_and_says_so(nvdp_daemon, kubelet_peer, mock_nvml, tmp_path):
+def test_a_node_without_gpus_registers_nothing_and_says_so(
+    nvdp_daemon, kubelet_peer, mock_nvml, tmp_path, notify_socket
+):
     node = mock_nvml.use("none")
-    daemon = nvdp_daemon(kubelet_peer.plugin_dir, env={**clean_env(), **node.env()})
+    env = {**clean_env(), **node.env(), "NOTIFY_SOCKET": str(notify_socket.path)}
+    daemon = nvdp_daemon(kubelet_peer.plugin_dir, env=env, config="")  # a file, so the reload below succeeds
     daemon.wait_log("No devices found")
-    time.sleep(0.5)
-    assert daemon.proc.poll() is None, "nvdp keeps running, like upstream"
+    notify_socket.wait_for(lambda m: m.get("READY") == "1" and m.get("STATUS", "").startswith(
+        "No GPUs found; nothing registered with kubelet"), what="READY=1 saying there are no GPUs")
+    # A reload round trip: nvdp keeps running (like upstream) and its loop still answers.
+    daemon.signal(signal.SIGHUP)
+    i, _ = notify_socket.wait_for(lambda m: "RELOADING" in m, what="RELOADING=1")
+    kubelet_peer.wait_until(lambda: any("READY" in m for m in notify_socket.messages()[i + 1:]),
+                            what="READY after the reload")
+    assert daemon.proc.poll() is None
     assert kubelet_peer.registrations == []
     assert not (kubelet_peer.plugin_dir / "nvidia-gpu.sock").exists()
 
@@ -202,14 +211,20 @@ def test_with_the_warn_policy_host_check_findings_are_logged_and_nvdp_serves(
 def test_a_listandwatch_stream_ended_by_kubelet_is_followed_by_a_new_registration(
     nvdp_daemon, kubelet_peer, h100, tmp_path
 ):
-    serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
+    daemon = serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path, config='[logging]\nlevel = "debug"\n')
     kubelet_peer.wait_node_status(GPU, (8, 8))
     dropped_at = time.monotonic()
     kubelet_peer.drop_stream(GPU)
     registration = kubelet_peer.wait_registered(GPU, count=2, timeout=5)
     assert registration.time - dropped_at < 1.0
     kubelet_peer.wait_node_status(GPU, (8, 8))
-    time.sleep(0.5)
+    # Two more passes of the resource, each woken by a change in the plugin directory (nvdp's inotify):
+    # a registration the first decided on is done before the second starts.
+    checked, marker = f"{GPU}: checked (", kubelet_peer.plugin_dir / "wake-nvdp"
+    for change in (marker.mkdir, marker.rmdir):
+        passes = daemon.log().count(checked)
+        change()
+        daemon.wait_log_count(checked, passes + 1)
     assert kubelet_peer.registration_count(GPU) == 2, "a replaced stream must not trigger yet another registration"
 
 

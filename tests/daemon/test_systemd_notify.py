@@ -61,16 +61,14 @@ def test_a_reload_sends_reloading_with_monotonic_usec_in_one_datagram_then_ready
     kubelet_peer.wait_until(lambda: any("READY" in m for m in notify_socket.messages()[i + 1 :]), what="READY after reload")
 
 
-def test_the_watchdog_is_pinged_at_half_the_interval(nvdp_daemon, kubelet_peer, h100, tmp_path, notify_socket):
+def test_watchdog_pings_keep_coming_while_nvdp_is_healthy(nvdp_daemon, kubelet_peer, h100, tmp_path, notify_socket):
+    # The period (half of WatchdogSec) is test_watchdog_interval's; how evenly they come is a benchmark's.
     start(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path, notify_socket, extra_env={"WATCHDOG_USEC": "1000000"})
     kubelet_peer.wait_registered(GPU)
-    notify_socket.wait_for(lambda m: "WATCHDOG" in m)
-    first = sum(d == b"WATCHDOG=1" for _, d in notify_socket.datagrams)
-    time.sleep(2.0)
-    times = [t for t, d in notify_socket.datagrams if d == b"WATCHDOG=1"]
-    assert len(times) - first >= 3, "about 4 pings in 2 s at a 0.5 s period"
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    assert max(gaps) < 0.9
+    notify_socket.wait_for(lambda m: "WATCHDOG" in m, what="a first watchdog ping")
+    first = sum(d == b"WATCHDOG=1" for _, d in list(notify_socket.datagrams))
+    kubelet_peer.wait_until(lambda: sum(d == b"WATCHDOG=1" for _, d in list(notify_socket.datagrams)) >= first + 3,
+                            what="three more watchdog pings")
 
 
 @pytest.mark.parametrize(
