@@ -198,7 +198,7 @@ class Supervisor:
             else:
                 plugin = ResourcePlugin(
                     name, state, socket_dir=settings.socket_dir, kubelet_socket=settings.kubelet_socket,
-                    pod_resources_socket=settings.pod_resources_socket, on_change=self.wake,
+                    pod_resources_socket=settings.pod_resources_socket, on_change=self._resource_changed,
                 )
                 plugin.start(kubelet)
                 started.append(plugin)
@@ -250,10 +250,18 @@ class Supervisor:
             self._reload_task = None
             self.wake()
 
-    # -- health and watchdog ------------------------------------------------
-    def _health_changed(self) -> None:
-        self.wake()
+    # -- what resources and health report -------------------------------------
+    def _resource_changed(self, why: str = "") -> None:
+        """A resource finished a pass or changed state: show it. Never pokes the resources back
+        (that would be a loop); only changes in the world (inotify, signals, timers) do."""
+        if not self._stop.is_set():
+            self.notifier.set_status(self._status())
+            self._maybe_run_after_registration()
 
+    def _health_changed(self) -> None:
+        self._resource_changed("device health changed")
+
+    # -- watchdog -----------------------------------------------------------
     async def _watchdog(self) -> None:
         ping_every = watchdog_interval()
         if ping_every is None:
