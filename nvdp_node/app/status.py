@@ -34,14 +34,48 @@ def status_line(
     kubelet_socket_present: bool,
     kubelet_socket: str,
     reload_error: str | None = None,
+    plan_errors: Sequence[str] = (),
 ) -> str:
     head = f"Reload failed: {reload_error} (keeping previous config); " if reload_error else ""
+    tail = "".join(f"; {problem}" for problem in plan_errors)
     if not resources:
+        if plan_errors:
+            return head + "Serving nothing" + tail
         if expected:
             return head + (f"0 of {expected} GPUs could be identified; nothing registered with kubelet "
                            "(see `journalctl -u nvdp` and `nvdp devices`)")
         return head + "No GPUs found; nothing registered with kubelet (see `nvdp check`)"
-    return head + "; ".join(_one(r, found, expected, kubelet_socket_present, kubelet_socket) for r in resources)
+    if len(resources) == 1:
+        return head + _one(resources[0], found, expected, kubelet_socket_present, kubelet_socket) + tail
+    return head + _many(resources, kubelet_socket_present, kubelet_socket) + tail
+
+
+def _many(resources: Sequence[ResourceView], kubelet_present: bool, kubelet_socket: str) -> str:
+    """Several resources (MIG mixed, per-model names): counts per resource, then what is not right."""
+    counts = []
+    for r in resources:
+        count = f"{r.devices} {r.resource_name}"
+        unhealthy = r.devices - r.healthy
+        if unhealthy:
+            count += f" ({unhealthy} unhealthy)"
+        counts.append(count)
+    text = "Serving " + ", ".join(counts)
+    failing = [r for r in resources if not r.serving]
+    waiting = [r for r in resources if r.serving and not r.registered]
+    if not failing and not waiting:
+        text += ", registered with kubelet"
+    elif not kubelet_present:
+        text += f"; waiting for kubelet socket {kubelet_socket}"
+    for r in failing:
+        text += f"; cannot serve {r.resource_name}: {r.error or 'starting'}"
+    if kubelet_present:
+        for r in waiting:
+            text += f"; {r.resource_name}: " + (f"registration failed: {r.error}; retrying" if r.error
+                                                else "registering with kubelet")
+    claims = next((r.claims_error for r in resources if r.claims_error), None)
+    if claims:
+        text += f"; PodResources unreachable ({claims})"
+    return text
 
 
 def _one(r: ResourceView, found: int, expected: int, kubelet_present: bool, kubelet_socket: str) -> str:

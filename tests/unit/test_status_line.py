@@ -47,3 +47,28 @@ def line(*views: ResourceView, found: int = 8, expected: int = 8, present: bool 
 )
 def test_status_line_says_what_matters_first(views, kw, expected):
     assert line(*views, **kw) == expected
+
+
+MIG = "nvidia.com/mig-1g.10gb"
+
+
+@pytest.mark.parametrize(
+    ("views", "kw", "expected"),
+    [
+        ([view(devices=4, healthy=4), view(resource_name=MIG, devices=7, healthy=7)], {},
+         "Serving 4 nvidia.com/gpu, 7 nvidia.com/mig-1g.10gb, registered with kubelet"),
+        ([view(devices=4, healthy=4), view(resource_name=MIG, devices=7, healthy=6, registered=False)], {},
+         "Serving 4 nvidia.com/gpu, 7 nvidia.com/mig-1g.10gb (1 unhealthy); "
+         "nvidia.com/mig-1g.10gb: registering with kubelet"),
+        ([view(devices=4, healthy=4, registered=False), view(resource_name=MIG, devices=7, healthy=7,
+                                                            registered=False)], {"present": False},
+         "Serving 4 nvidia.com/gpu, 7 nvidia.com/mig-1g.10gb; waiting for kubelet socket /k/kubelet.sock"),
+        ([view()], {"plan_errors": ("GPU 5: MIG-enabled GPU has no MIG devices",)},
+         "Serving 8 GPUs as nvidia.com/gpu, registered with kubelet; GPU 5: MIG-enabled GPU has no MIG devices"),
+        ([], {"plan_errors": ("more than one MIG device type present on node",)},
+         "Serving nothing; more than one MIG device type present on node"),
+    ],
+    ids=["two-registered", "one-registering", "no-kubelet", "plan-error", "plan-error-nothing-served"],
+)
+def test_status_line_with_several_resources_counts_each(views, kw, expected):
+    assert line(*views, **kw) == expected
