@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from nvdp_node.config.keys import SECTIONS, config_keys
+from nvdp_node.config.keys import SECTIONS, config_keys, model_at
 from nvdp_node.config.schema import UNSERVEABLE, Config
 from nvdp_node.domain.errors import EX_CONFIG, PermanentError
 
@@ -28,7 +28,6 @@ MAX_PROBLEMS = 20  # lines shown; a file with 200 000 typos needs no 200 000-lin
 _SHARING = "GPU sharing (time-slicing, MPS) is not supported yet"
 _CDI = "CDI is not supported yet"
 UNSUPPORTED_UPSTREAM: dict[str, str] = {
-    "mig_strategy": "MIG strategies are not supported yet; nvdp advertises whole GPUs",
     "sharing": _SHARING,
     "time_slicing": _SHARING,
     "mps": _SHARING,
@@ -43,7 +42,6 @@ UNSUPPORTED_UPSTREAM: dict[str, str] = {
     "nvidia_ctk_path": _CDI,
     "nvidia_cdi_hook_path": _CDI,
     "container_driver_root": "not needed: nvdp runs on the host, not in a container",
-    "resources": "custom resource names per GPU model are not supported yet; set resource_name",
     "device_discovery_strategy": "only NVML discovery is supported",
     "flags": "nvdp has no [flags] table; `nvdp config import FILE` translates an upstream config",
 }
@@ -89,6 +87,9 @@ def did_you_mean(key: str, section: str = "") -> str:
         return UNSUPPORTED_UPSTREAM[snake]
     if snake in _ALIASES:
         return f"did you mean '{_ALIASES[snake]}'?"
+    if "[" in section:  # inside a list entry such as resources.gpus[0]: only its own keys
+        close = difflib.get_close_matches(snake, _names_in(section), n=1)
+        return f"did you mean '{section}.{close[0]}'?" if close else ""
     # The right name in the wrong table, or an upstream camelCase spelling of it.
     same = [k for k in config_keys() if k.rpartition(".")[2] == snake]
     if not section and snake in SECTIONS:
@@ -101,9 +102,9 @@ def did_you_mean(key: str, section: str = "") -> str:
     return f"did you mean '{close[0]}'?" if close else ""
 
 
-def unknown_key_line(loc: tuple[str, ...]) -> str:
+def unknown_key_line(loc: Sequence[str | int]) -> str:
     """``health.enabld: unknown key (did you mean 'health.enabled'?)``."""
-    hint = did_you_mean(loc[-1], key_path(loc[:-1]))
+    hint = did_you_mean(str(loc[-1]), key_path(loc[:-1]))
     return f"{key_path(loc)}: unknown key" + (f" ({hint})" if hint else "")
 
 
@@ -143,11 +144,15 @@ def format_validation_error(exc: ValidationError, sources: Mapping[str, str] | N
     for err in exc.errors(include_url=False)[: MAX_PROBLEMS + 1]:
         loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(unknown_key_line(tuple(str(part) for part in loc)))
+            lines.append(unknown_key_line(loc))
+            continue
+        if err["type"] == UNSERVEABLE:  # a model-level check: each message names its key and value
+            for where, problem in err["ctx"]["problems"]:
+                origin = _source_of(tuple(where), sources or {})
+                suffix = f" (from {origin})" if origin not in ("file", "default", "") else ""
+                lines.append(f"{key_path(where)}: {problem}{suffix}")
             continue
         shown = show_value(err.get("input"))
-        if err["type"] == UNSERVEABLE:  # a model-level check: its message names the key and the value
-            loc, shown = tuple(str(err["ctx"]["key"]).split(".")), ""
         msg = _friendly(err["type"], err["msg"])
         details = [] if shown in msg else [f"got {shown}"]
         origin = _source_of(loc, sources or {})
@@ -167,6 +172,8 @@ def _friendly(kind: str, msg: str) -> str:
         return "expected true or false (a TOML boolean, without quotes)"
     if kind == "int_type":
         return "expected an integer (a TOML integer, without quotes, not a boolean)"
+    if kind == "missing":
+        return "required key missing"
     return msg.removeprefix("Value error, ")
 
 
@@ -180,7 +187,7 @@ def _source_of(loc: tuple[object, ...], sources: Mapping[str, str]) -> str:
 
 
 def _names_in(section: str) -> list[str]:
-    model = SECTIONS.get(section) if section else Config
+    model = model_at(section)
     return list(model.model_fields) if model else []
 
 

@@ -7,6 +7,7 @@ tests and docs checks) walk the configuration key by key: ``version``,
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from typing import Any, Literal
@@ -37,7 +38,32 @@ def field_info(key: str) -> Any:
     return model.model_fields[name]
 
 
-TextKind = Literal["bool", "int", "str", "int list", "str list"]
+def model_at(path: str) -> type[BaseModel] | None:
+    """The model of the table at ``path``: "" -> Config, "health" -> HealthConfig,
+    "resources.gpus[0]" -> the entry model; None where there is no table."""
+    model: type[BaseModel] = Config
+    for part in re.sub(r"\[\d+\]", "", path).split(".") if path else ():
+        field = model.model_fields.get(part)
+        found = _table_model(field.annotation) if field else None
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _table_model(annotation: object) -> type[BaseModel] | None:
+    """The model a field holds: itself, or the item of a tuple of models."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _table_model(typing.get_args(annotation)[0])
+    if origin is tuple:
+        return _table_model(typing.get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+TextKind = Literal["bool", "int", "str", "int list", "str list", "table list"]
 
 
 def text_kind(key: str) -> TextKind:
@@ -55,7 +81,8 @@ def _kind(annotation: object) -> TextKind:
     if origin is typing.Annotated:
         return _kind(typing.get_args(annotation)[0])
     if origin is tuple:
-        return "int list" if _kind(typing.get_args(annotation)[0]) == "int" else "str list"
+        item = _kind(typing.get_args(annotation)[0])
+        return "table list" if _table_model(annotation) else "int list" if item == "int" else "str list"
     if origin in (typing.Union, types.UnionType):
         kinds = [_kind(arg) for arg in typing.get_args(annotation)]
         return next((k for k in kinds if k.endswith(" list")), kinds[0])

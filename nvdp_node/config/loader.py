@@ -101,7 +101,17 @@ def load_config(
         errors += format_validation_error(exc, sources)
     if config is None or errors or file.unknown:
         raise ConfigError(header, problem_lines(errors, file.unknown), path=path)
-    return LoadedConfig(config=config, path=path, sources=sources, notices=[*notices, *env.notices, *health.notices])
+    notices += [*env.notices, *health.notices, *_unused_settings(config)]
+    return LoadedConfig(config=config, path=path, sources=sources, notices=notices)
+
+
+def _unused_settings(config: Config) -> list[str]:
+    if config.resources.mig and config.plugin.mig_strategy == "none":
+        return [
+            'resources.mig has no effect while plugin.mig_strategy is "none": MIG-enabled GPUs are '
+            "advertised whole, named by resources.gpus"
+        ]
+    return []
 
 
 def parse_config(

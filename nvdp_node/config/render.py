@@ -61,7 +61,7 @@ def render_template(
             continue
         out.append(f"# env: {env_var_name(name)}")
         if name in active:
-            out.append(f"{leaf} = {_inline(values[name])}")
+            out += _assignment(leaf, values[name])
         else:
             out.append(f"#{leaf} = {_inline(defaults[name])}")
     return "\n".join(out) + "\n"
@@ -83,8 +83,8 @@ def render_effective(config: Config, sources: Mapping[str, str] | None = None) -
         if kind == "section":
             out += ["", f"[{name}]"]
         else:
-            line = f"{name.rpartition('.')[2]} = {_inline(values[name])}"
-            out.append(f"{line}  # {sources.get(name, 'default')}")
+            first, *rest = _assignment(name.rpartition(".")[2], values[name])
+            out += [f"{first}  # {sources.get(name, 'default')}", *rest]
     return "\n".join(out).lstrip("\n") + "\n"
 
 
@@ -118,11 +118,25 @@ def _flat(dumped: Mapping[str, object]) -> dict[str, object]:
     return flat
 
 
+def _assignment(leaf: str, value: object) -> list[str]:
+    """``leaf = value``; a list of tables gets one inline table per line."""
+    if isinstance(value, list) and value and all(isinstance(item, Mapping) for item in value):
+        return [f"{leaf} = ["] + [f"  {_inline(item)}," for item in value] + ["]"]
+    return [f"{leaf} = {_inline(value)}"]
+
+
 def _inline(value: object, sep: str = ", ") -> str:
-    """A TOML value on one line (tomli-w writes arrays over several lines)."""
+    """A TOML value on one line (tomli-w writes arrays over several lines, tables as sections)."""
     if isinstance(value, (list, tuple)):
         return "[" + sep.join(_inline(item, sep) for item in value) + "]"
+    if isinstance(value, Mapping):
+        pairs = sep.join(f"{_key(k)}{' = ' if sep == ', ' else '='}{_inline(v, sep)}" for k, v in value.items())
+        return f"{{ {pairs} }}" if sep == ", " else f"{{{pairs}}}"
     return tomli_w.dumps({"v": value})[len("v = ") :].rstrip("\n")
+
+
+def _key(name: object) -> str:
+    return tomli_w.dumps({name: 0})[: -len(" = 0\n")]
 
 
 def _comment(text: str) -> list[str]:

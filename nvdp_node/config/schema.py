@@ -30,9 +30,11 @@ UNSERVEABLE = "unserveable_resource_name"  # error type of the socket-path check
 DEVICE_LIST_STRATEGIES = ("envvar", "volume-mounts")
 UNSUPPORTED_DEVICE_LIST_STRATEGIES = ("cdi-annotations", "cdi-cri")
 ENGINES = ("docker", "containerd", "crio")
+DEFAULT_RESOURCE_DOMAIN = "nvidia.com"
 
 Engine = Literal["docker", "containerd", "crio"]
 DeviceListStrategy = Literal["envvar", "volume-mounts"]
+MigStrategy = Literal["none", "single", "mixed"]
 
 
 def _reject_bool(value: object) -> object:
@@ -207,6 +209,20 @@ class PluginConfig(_Section):
         description='Prefix of the /dev/nvidia* paths passed to the runtime. "" means the same as '
         "nvidia_driver_root.",
     )
+    mig_strategy: MigStrategy = Field(
+        "none",
+        description='How MIG-enabled GPUs are advertised. "none": whole, like any other GPU (a container '
+        'then finds no usable CUDA device on them). "single": as their MIG devices, all under one name '
+        "(resource_name, or as resources.mig says); every GPU must be MIG-enabled and every MIG device of "
+        'one profile. "mixed": one resource per MIG profile, nvidia.com/mig-<profile> such as '
+        "nvidia.com/mig-1g.10gb, next to the whole GPUs that are not MIG-enabled.",
+    )
+    mig_check_interval: int = Field(
+        30,
+        ge=0,
+        description="Seconds between checks for a changed MIG mode or MIG layout (GPU and compute "
+        "instances); a change is applied like a reload. 0: no periodic check. A reload always checks.",
+    )
 
     @field_validator("device_list_strategy", mode="before")
     @classmethod
@@ -228,6 +244,56 @@ class PluginConfig(_Section):
     @property
     def dev_root_path(self) -> Path:
         return Path(self.nvidia_dev_root) if self.nvidia_dev_root else self.nvidia_driver_root
+
+
+def _pattern(value: str) -> str:
+    if not value:
+        raise ValueError('expected a non-empty pattern, e.g. "*A100*" ("*" matches any characters)')
+    return value
+
+
+def _qualified_resource_name(value: str) -> str:
+    """Upstream's rule: a name without a domain gets "nvidia.com/"; then kubelet's rules."""
+    name = value if "/" in value else f"{DEFAULT_RESOURCE_DOMAIN}/{value}"
+    error = validate_extended_resource_name(name)
+    if error:
+        raise ValueError(error)
+    return name
+
+
+class NamePatternConfig(_Section):
+    """One entry of resources.gpus or resources.mig: the devices a pattern matches get this name."""
+
+    pattern: Annotated[str, AfterValidator(_pattern)] = Field(
+        description="Matched against the whole GPU product name (resources.gpus, e.g. "
+        '"NVIDIA A100-SXM4-40GB") or MIG profile (resources.mig, e.g. "1g.10gb"); "*" matches any '
+        "characters, everything else only itself."
+    )
+    name: Annotated[str, AfterValidator(_qualified_resource_name)] = Field(
+        description='Resource name for the matching devices; a name without "/" gets "nvidia.com/".'
+    )
+
+
+# strict=False lets a TOML array stand for the tuple; its entries stay strict.
+NamePatternList = Annotated[tuple[NamePatternConfig, ...], Field(strict=False)]
+
+
+class ResourcesConfig(_Section):
+    """Resource names per GPU model and MIG profile; upstream's resources.gpus and resources.mig."""
+
+    gpus: NamePatternList = Field(
+        (),
+        description='Name patterns for whole GPUs, first match wins, e.g. [{ pattern = "*A100*", name = '
+        '"nvidia.com/a100" }] (or [[resources.gpus]] tables). A GPU that matches no pattern is an error. '
+        "Empty: every GPU is advertised as resource_name.",
+    )
+    mig: NamePatternList = Field(
+        (),
+        description='Name patterns for MIG devices by profile, e.g. [{ pattern = "1g.10gb", name = '
+        '"nvidia.com/mig-small" }]; a MIG device that matches no pattern is an error. Empty: with '
+        'mig_strategy "single" every MIG device is resource_name, with "mixed" each profile P is '
+        "nvidia.com/mig-P (\"+\" in P written as \".\").",
+    )
 
 
 class LoggingConfig(_Section):
@@ -280,17 +346,31 @@ class Config(BaseSettings):
     health: HealthConfig = Field(default_factory=HealthConfig)
     runtime_check: RuntimeCheckConfig = Field(default_factory=RuntimeCheckConfig)
     plugin: PluginConfig = Field(default_factory=PluginConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")
     def _serveable(self) -> Config:
-        """The socket for resource_name must be bindable under kubelet.socket_dir."""
-        key, problem = "kubelet.socket_dir", socket_dir_problem(self.kubelet.socket_dir)
-        if problem is None:
-            key, problem = "resource_name", socket_path_problem(self.kubelet.socket_dir, self.resource_name)
+        """The socket of every configured resource name must be bindable under kubelet.socket_dir."""
+        problem = socket_dir_problem(self.kubelet.socket_dir)
         if problem:
-            raise PydanticCustomError(UNSERVEABLE, "{problem}", {"problem": problem, "key": key})
+            problems = [(("kubelet", "socket_dir"), problem)]
+        else:
+            problems = [
+                (loc, found)
+                for loc, name in self._resource_names()
+                if (found := socket_path_problem(self.kubelet.socket_dir, name))
+            ]
+        if problems:
+            # One pydantic error can carry all of them; errors.py gives each its own line.
+            raise PydanticCustomError(UNSERVEABLE, "{problem}", {"problem": problems[0][1], "problems": problems})
         return self
+
+    def _resource_names(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        yield ("resource_name",), self.resource_name
+        for table in ("gpus", "mig"):
+            for index, entry in enumerate(getattr(self.resources, table)):
+                yield ("resources", table, index, "name"), entry.name
 
     @classmethod
     def from_sources(cls, *sources: PydanticBaseSettingsSource) -> Config:

@@ -50,7 +50,8 @@ def parse_text(key: str, raw: str) -> object:
     """An environment or flag value for ``key``, strictly: raises ValueError saying what is expected.
 
     Booleans are ``true`` or ``false`` (any case; not 1/0/yes/no), integers
-    are decimal, lists a JSON array or comma-separated items (blanks skipped).
+    are decimal, lists a JSON array or comma-separated items (blanks skipped),
+    lists of tables (``resources.gpus``) a JSON array only.
     """
     kind = text_kind(key)
     if kind == "bool":
@@ -63,6 +64,11 @@ def parse_text(key: str, raw: str) -> object:
         return int(raw)
     if kind == "str":
         return raw
+    if kind == "table list" and raw.strip() and not raw.lstrip().startswith("["):
+        raise ValueError(
+            'expected a JSON array of tables, e.g. [{"pattern": "*A100*", "name": "nvidia.com/a100"}] '
+            f"(got {show_value(raw)})"
+        )
     if raw.lstrip().startswith("["):
         try:
             value = json.loads(raw)

@@ -5,7 +5,8 @@ format (nvidia-plugin.md §1b) is YAML or JSON with ``version: v1`` and the
 tables ``flags``, ``flags.plugin``, ``resources``, ``sharing`` and ``imex``.
 Keys with an nvdp equivalent become TOML keys; everything else becomes a
 warning, because upstream ignores unknown keys and nvdp must not pretend to
-honour what it does not implement.
+honour what it does not implement. ``resources`` is carried over with a
+warning the other way round: upstream ignores it, nvdp honours it.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ EQUIVALENTS: dict[tuple[str, ...], str] = {
     ("flags", "plugin", "passDeviceSpecs"): "plugin.pass_device_specs",
     ("flags", "plugin", "deviceListStrategy"): "plugin.device_list_strategy",
     ("flags", "plugin", "deviceIDStrategy"): "plugin.device_id_strategy",
+    ("flags", "migStrategy"): "plugin.mig_strategy",
+    ("resources", "gpus"): "resources.gpus",
+    ("resources", "mig"): "resources.mig",
 }
+# Upstream parses these but DisableResourceNamingInConfig replaces them by its defaults.
+IGNORED_UPSTREAM = {("resources", "gpus"), ("resources", "mig")}
 # Upstream key path -> (values under which nvdp behaves the same, why others are dropped).
 WITHOUT_EQUIVALENT: dict[tuple[str, ...], tuple[tuple[object, ...], str]] = {
-    ("flags", "migStrategy"): (("none",), UNSUPPORTED_UPSTREAM["mig_strategy"]),
     ("flags", "mpsRoot"): (("",), UNSUPPORTED_UPSTREAM["mps"]),
     ("flags", "gdrcopyEnabled"): ((False,), UNSUPPORTED_UPSTREAM["gdrcopy_enabled"]),
     ("flags", "gdsEnabled"): ((False,), UNSUPPORTED_UPSTREAM["gds_enabled"]),
@@ -49,8 +54,6 @@ WITHOUT_EQUIVALENT: dict[tuple[str, ...], tuple[tuple[object, ...], str]] = {
     ("flags", "plugin", "sharedDevicesAllocationPolicy"): (("distributed",), UNSUPPORTED_UPSTREAM["sharing"]),
     ("imex", "channelIDs"): (([],), UNSUPPORTED_UPSTREAM["imex"]),
     ("imex", "required"): ((False,), UNSUPPORTED_UPSTREAM["imex"]),
-    ("resources", "gpus"): (([],), UNSUPPORTED_UPSTREAM["resources"] + " (upstream ignores it too)"),
-    ("resources", "mig"): (([],), UNSUPPORTED_UPSTREAM["resources"] + " (upstream ignores it too)"),
     ("sharing", "timeSlicing"): ((), UNSUPPORTED_UPSTREAM["sharing"] + "; each GPU is advertised once"),
     ("sharing", "mps"): ((), UNSUPPORTED_UPSTREAM["sharing"] + "; each GPU is advertised once"),
 }
@@ -146,6 +149,11 @@ def _walk(
                 values[EQUIVALENTS[path]], sources[EQUIVALENTS[path]] = kept, f"upstream {name}"
         elif path in EQUIVALENTS:
             values[EQUIVALENTS[path]], sources[EQUIVALENTS[path]] = value, f"upstream {name}"
+            if path in IGNORED_UPSTREAM and value != []:
+                warnings.append(
+                    f"{name}: upstream ignores custom resource names and advertises its default names; "
+                    "nvdp honours this list, so the devices it matches are advertised under the names given"
+                )
         elif path in WITHOUT_EQUIVALENT:
             same, why = WITHOUT_EQUIVALENT[path]
             if value not in same:

@@ -80,7 +80,9 @@ def test_flags_only_config_translates_without_warnings() -> None:
             "device_list_strategy": ["envvar"],
             "device_id_strategy": "index",
             "nvidia_driver_root": "/run/nvidia/driver",
+            "mig_strategy": "none",
         },
+        "resources": {},
         "logging": {},
     }
     assert config.plugin.nvidia_driver_root == Path("/run/nvidia/driver")
@@ -93,6 +95,68 @@ def test_time_slicing_is_dropped_with_a_warning() -> None:
     ]
     assert config == Config()
     assert "sharing" not in doc
+
+
+MIG_MIXED = """\
+version: v1
+flags:
+  migStrategy: mixed
+  plugin:
+    passDeviceSpecs: true
+resources:
+  gpus:
+  - pattern: "*A100*"
+    name: a100
+  mig:
+  - pattern: "1g.10gb"
+    name: nvidia.com/mig-small
+"""
+
+
+def test_mig_strategy_translates_to_plugin_mig_strategy() -> None:
+    doc, warnings, config = toml_of("version: v1\nflags:\n  migStrategy: single\n")
+    assert (doc["plugin"], warnings, config.plugin.mig_strategy) == ({"mig_strategy": "single"}, [], "single")
+
+
+def test_an_upstream_mig_config_with_resources_translates_to_the_same_names() -> None:
+    doc, _, config = toml_of(MIG_MIXED)
+    assert doc["plugin"] == {"mig_strategy": "mixed", "pass_device_specs": True}
+    assert doc["resources"] == {
+        "gpus": [{"pattern": "*A100*", "name": "nvidia.com/a100"}],
+        "mig": [{"pattern": "1g.10gb", "name": "nvidia.com/mig-small"}],
+    }
+    assert [entry.name for entry in config.resources.mig] == ["nvidia.com/mig-small"]
+
+
+def test_resources_are_kept_with_a_warning_that_upstream_ignores_them() -> None:
+    _, warnings, _ = toml_of(MIG_MIXED)
+    assert warnings == [
+        f"resources.{table}: upstream ignores custom resource names and advertises its default names; nvdp "
+        "honours this list, so the devices it matches are advertised under the names given"
+        for table in ("gpus", "mig")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fragment", "line"),
+    [
+        ("flags: {migStrategy: full}", "plugin.mig_strategy: Input should be 'none', 'single' or 'mixed' (got \"full\", from upstream flags.migStrategy)"),
+        ("resources: {gpus: [{pattern: '*'}]}", 'resources.gpus[0].name: required key missing (got {"pattern": "*"}, from upstream resources.gpus)'),
+        ("resources: {mig: [{pattern: '*', name: 'a b'}]}", 'resources.mig[0].name: the ResourceName "nvidia.com/a b" is invalid'),
+    ],
+    ids=["unknown strategy", "entry without name", "bad name"],
+)
+def test_a_bad_upstream_mig_or_resources_value_is_an_error_naming_both_keys(fragment: str, line: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        import_upstream_text("version: v1\n" + fragment + "\n", Path("config.yaml"))
+    assert any(got.startswith(line) for got in exc.value.lines), exc.value.lines
+
+
+def test_an_imported_mig_config_loads_to_the_imported_config(tmp_path: Path) -> None:
+    result = import_upstream_text(MIG_MIXED)
+    path = tmp_path / "config.toml"
+    path.write_text(result.toml)
+    assert load_config(path, environ={}).config == result.config
 
 
 def test_warnings_are_repeated_in_the_output_header() -> None:
@@ -156,7 +220,6 @@ def test_empty_configs_mean_defaults(text: str) -> None:
 
 # (upstream fragment, start of the expected warning)
 DROPPED = [
-    ("flags: {migStrategy: mixed}", 'flags.migStrategy = "mixed" dropped: MIG strategies are not supported yet'),
     ("flags: {mpsRoot: /run/nvidia/mps}", 'flags.mpsRoot = "/run/nvidia/mps" dropped: GPU sharing'),
     ("flags: {gdrcopyEnabled: true}", "flags.gdrcopyEnabled = true dropped: GDRCopy injection is not supported yet"),
     ("flags: {gdsEnabled: true}", "flags.gdsEnabled = true dropped: GPUDirect Storage"),
@@ -170,7 +233,6 @@ DROPPED = [
     ("flags: {plugin: {sharedDevicesAllocationPolicy: packed}}", "flags.plugin.sharedDevicesAllocationPolicy"),
     ("imex: {channelIDs: [0]}", "imex.channelIDs dropped: IMEX channels are not supported yet"),
     ("imex: {required: true}", "imex.required = true dropped: IMEX"),
-    ("resources: {gpus: [{pattern: '*', name: gpu}]}", "resources.gpus dropped: custom resource names"),
     ("sharing: {mps: {resources: [{name: nvidia.com/gpu, replicas: 2}]}}", "sharing.mps dropped: GPU sharing"),
     ("flags: {somethingNew: 1}", "flags.somethingNew: unknown upstream key, ignored"),
     ("extra: 1", "extra: unknown upstream key, ignored"),

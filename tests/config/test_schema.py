@@ -243,7 +243,7 @@ UNKNOWN = [
     ({"plugin": {"deviceIDStrategy": "uuid"}}, "plugin.deviceIDStrategy: unknown key (did you mean 'plugin.device_id_strategy'?)"),
     ({"plugin": {"driver_root": "/"}}, "plugin.driver_root: unknown key (did you mean 'plugin.nvidia_driver_root'?)"),
     ({"failOnInitError": True}, "failOnInitError: unknown key (did you mean 'plugin.fail_on_init_error'?)"),
-    ({"migStrategy": "mixed"}, "migStrategy: unknown key (MIG strategies are not supported yet"),
+    ({"migStrategy": "mixed"}, "migStrategy: unknown key (did you mean 'plugin.mig_strategy'?)"),
     ({"sharing": {"timeSlicing": {}}}, "sharing: unknown key (GPU sharing (time-slicing, MPS) is not supported yet)"),
     ({"plugin": {"mps_root": "/run"}}, "plugin.mps_root: unknown key (GPU sharing"),
     ({"plugin": {"gdrcopy_enabled": True}}, "plugin.gdrcopy_enabled: unknown key (GDRCopy injection is not supported yet)"),
@@ -361,6 +361,10 @@ def test_schema_keys_are_the_ones_the_daemon_codes_against() -> None:
         "plugin.device_id_strategy",
         "plugin.nvidia_driver_root",
         "plugin.nvidia_dev_root",
+        "plugin.mig_strategy",
+        "plugin.mig_check_interval",
+        "resources.gpus",
+        "resources.mig",
         "logging.level",
         "logging.format",
     ]
@@ -379,4 +383,6 @@ def test_defaults_match_the_issue() -> None:
     assert config.plugin.device_list_strategy == ("envvar",)
     assert config.plugin.device_id_strategy == "uuid"
     assert config.plugin.dev_root_path == Path("/")
+    assert (config.plugin.mig_strategy, config.plugin.mig_check_interval) == ("none", 30)
+    assert (config.resources.gpus, config.resources.mig) == ((), ())
     assert (config.logging.level, config.logging.format) == ("info", "plain")
