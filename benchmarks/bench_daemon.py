@@ -11,7 +11,7 @@ Measures, against the mock NVML (8×H100) and the kubelet test peer:
   6. Allocate latency and errors while nvdp reloads 100 times (reload_storm.py);
   7. READY, watchdog pings and SIGTERM with a kubelet that never answers (hung_kubelet.py);
   8. PluginServer start and stop times (bench_plugin_server.py, run as its own process; goal: stop < 0.5 s).
-Run with scripts/bench [--quick] [--only 6,7] (the full run takes about 6 minutes on 2 cores).
+Run with scripts/bench [--quick] [--only 6,7] (the full run takes about 7 minutes on 2 cores).
 """
 
 from __future__ import annotations
