@@ -1,6 +1,7 @@
 """nvdp's configuration: /etc/nvdp/config.toml, NVDP_* environment, command-line overrides.
 
-The daemon calls :func:`load_config` and reads the frozen :class:`Config`;
+The daemon calls :func:`load_config` and reads the frozen :class:`Config`
+(:func:`naming_from_config` turns it into the planner's resource naming);
 a :class:`ConfigError` means "exit 78 (EX_CONFIG) with ``str(error)``".
 See docs/configuration.md for every key.
 """
@@ -16,6 +17,7 @@ from nvdp_node.config.loader import (
     resolve_config_path,
 )
 from nvdp_node.config.keys import config_keys
+from nvdp_node.config.naming import NamePatternConfig, ResourcesConfig, naming_from_config
 from nvdp_node.config.schema import (
     Config,
     HealthConfig,
@@ -34,11 +36,14 @@ __all__ = [
     "KubeletConfig",
     "LoadedConfig",
     "LoggingConfig",
+    "NamePatternConfig",
     "PluginConfig",
+    "ResourcesConfig",
     "RuntimeCheckConfig",
     "config_keys",
     "env_var_name",
     "load_config",
+    "naming_from_config",
     "parse_config",
     "resolve_config_path",
 ]

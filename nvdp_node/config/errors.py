@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from nvdp_node.config.keys import SECTIONS, config_keys, model_at
+from nvdp_node.config.keys import SECTIONS, config_keys, model_at, text_kind
 from nvdp_node.config.schema import UNSERVEABLE, Config
 from nvdp_node.domain.errors import EX_CONFIG, PermanentError
 
@@ -154,6 +154,9 @@ def format_validation_error(exc: ValidationError, sources: Mapping[str, str] | N
             continue
         shown = show_value(err.get("input"))
         msg = _friendly(err["type"], err["msg"])
+        if err["type"] == "tuple_type" and isinstance(err.get("input"), Mapping) and _is_table_list(loc):
+            # [resources.gpus] (one bracket) is a table; each list entry needs [[resources.gpus]].
+            msg += f" of tables: write [[{key_path(loc)}]], with two brackets, above each entry"
         details = [] if shown in msg else [f"got {shown}"]
         origin = _source_of(loc, sources or {})
         if origin not in ("file", "default", ""):  # the header already names the file
@@ -175,6 +178,11 @@ def _friendly(kind: str, msg: str) -> str:
     if kind == "missing":
         return "required key missing"
     return msg.removeprefix("Value error, ")
+
+
+def _is_table_list(loc: tuple[object, ...]) -> bool:
+    key = key_path(loc)
+    return key in config_keys() and text_kind(key) == "table list"
 
 
 def _source_of(loc: tuple[object, ...], sources: Mapping[str, str]) -> str:

@@ -1,7 +1,8 @@
 """The typed schema of /etc/nvdp/config.toml (format ``version = 1``).
 
 A pydantic-settings ``BaseSettings`` (:class:`Config`) over strict pydantic
-sections; nothing here reads files or the environment. ``loader.py`` builds
+sections (value types in ``values.py``; ``[resources]`` in ``naming.py``);
+nothing here reads files or the environment. ``loader.py`` builds
 the pydantic-settings sources (file, environment, flags) for each load and
 hands them to :meth:`Config.from_sources`; ``keys.py`` lists the keys;
 ``render.py`` turns the field descriptions into the commented default file;
@@ -10,17 +11,18 @@ the daemon reads the frozen result (``config.kubelet.socket_dir``, ...).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from nvdp_node.config.naming import ResourcesConfig
+from nvdp_node.config.values import AbsolutePath, AbsolutePathOrEmpty, Section, XidList, choices, quote
 from nvdp_node.domain.allocation import AllocationPolicy
 from nvdp_node.domain.health_policy import DEFAULT_IGNORED_XIDS
 from nvdp_node.domain.resource_names import socket_dir_problem, socket_path_problem, validate_extended_resource_name
@@ -30,54 +32,13 @@ UNSERVEABLE = "unserveable_resource_name"  # error type of the socket-path check
 DEVICE_LIST_STRATEGIES = ("envvar", "volume-mounts")
 UNSUPPORTED_DEVICE_LIST_STRATEGIES = ("cdi-annotations", "cdi-cri")
 ENGINES = ("docker", "containerd", "crio")
-DEFAULT_RESOURCE_DOMAIN = "nvidia.com"
 
 Engine = Literal["docker", "containerd", "crio"]
 DeviceListStrategy = Literal["envvar", "volume-mounts"]
 MigStrategy = Literal["none", "single", "mixed"]
 
 
-def _reject_bool(value: object) -> object:
-    # pydantic's lax int accepts true/false as 1/0; an XID of `true` is a typo, not 1.
-    if isinstance(value, bool):
-        raise ValueError("expected a positive integer XID, not a boolean")
-    return value
-
-
-def _sorted_unique(values: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(sorted(set(values)))
-
-
-Xid = Annotated[int, BeforeValidator(_reject_bool), Field(ge=1)]
-# strict=False lets a TOML array stand for the tuple; its items stay strict.
-XidList = Annotated[tuple[Xid, ...], AfterValidator(_sorted_unique), Field(strict=False)]
-
-
-def _absolute_path(value: Path) -> Path:
-    if "\0" in str(value):
-        raise ValueError("a path must not contain a NUL character")
-    if not value.is_absolute():
-        raise ValueError("expected an absolute path (starting with /)")
-    return value
-
-
-def _absolute_or_empty(value: str) -> str:
-    if value and ("\0" in value or not PurePosixPath(value).is_absolute()):
-        raise ValueError('expected an absolute path, or "" for the default')
-    return value
-
-
-# strict=False: a TOML string stands for a Path.
-AbsolutePath = Annotated[Path, AfterValidator(_absolute_path), Field(strict=False)]
-AbsolutePathOrEmpty = Annotated[str, AfterValidator(_absolute_or_empty)]
-
-
-class _Section(BaseModel):
-    # Strict: "no" is not a boolean, " 79" not an XID, true not a number of seconds.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-
-class KubeletConfig(_Section):
+class KubeletConfig(Section):
     """Where kubelet's device-plugin sockets live."""
 
     socket_dir: AbsolutePath = Field(
@@ -101,7 +62,7 @@ class KubeletConfig(_Section):
         return Path(self.kubelet_socket) if self.kubelet_socket else self.socket_dir / "kubelet.sock"
 
 
-class HealthConfig(_Section):
+class HealthConfig(Section):
     """GPU health checking through NVML events."""
 
     enabled: bool = Field(True, description="Check GPU health at all. false: GPUs are always reported healthy.")
@@ -137,7 +98,7 @@ class HealthConfig(_Section):
     )
 
 
-class RuntimeCheckConfig(_Section):
+class RuntimeCheckConfig(Section):
     """The start-up check that container engines are set up for NVIDIA GPUs."""
 
     engines: Literal["auto"] | tuple[Engine, ...] = Field(
@@ -169,7 +130,7 @@ class RuntimeCheckConfig(_Section):
             return "auto"
         for item in items:
             if item not in ENGINES:
-                raise ValueError(f"unknown engine {_q(item)}: expected {_choices(ENGINES)}")
+                raise ValueError(f"unknown engine {quote(item)}: expected {choices(ENGINES)}")
         return tuple(dict.fromkeys(items))
 
 
@@ -177,7 +138,7 @@ class RuntimeCheckConfig(_Section):
 _ALLOCATE = AllocationPolicy()
 
 
-class PluginConfig(_Section):
+class PluginConfig(Section):
     """How GPUs are handed to containers; upstream's flags and flags.plugin keys."""
 
     fail_on_init_error: bool = Field(
@@ -231,14 +192,14 @@ class PluginConfig(_Section):
         if not isinstance(items, (list, tuple)):
             raise ValueError("expected a strategy name or a list of them")
         if not items:
-            raise ValueError(f"name at least one strategy: {_choices(DEVICE_LIST_STRATEGIES)}")
+            raise ValueError(f"name at least one strategy: {choices(DEVICE_LIST_STRATEGIES)}")
         for item in items:
             if item in UNSUPPORTED_DEVICE_LIST_STRATEGIES:
                 raise ValueError(
-                    f"{_q(item)} is not supported yet (supported: {_choices(DEVICE_LIST_STRATEGIES)})"
+                    f"{quote(item)} is not supported yet (supported: {choices(DEVICE_LIST_STRATEGIES)})"
                 )
             if item not in DEVICE_LIST_STRATEGIES:
-                raise ValueError(f"unknown strategy {_q(item)}: expected {_choices(DEVICE_LIST_STRATEGIES)}")
+                raise ValueError(f"unknown strategy {quote(item)}: expected {choices(DEVICE_LIST_STRATEGIES)}")
         return tuple(dict.fromkeys(items))
 
     @property
@@ -246,57 +207,7 @@ class PluginConfig(_Section):
         return Path(self.nvidia_dev_root) if self.nvidia_dev_root else self.nvidia_driver_root
 
 
-def _pattern(value: str) -> str:
-    if not value:
-        raise ValueError('expected a non-empty pattern, e.g. "*A100*" ("*" matches any characters)')
-    return value
-
-
-def _qualified_resource_name(value: str) -> str:
-    """Upstream's rule: a name without a domain gets "nvidia.com/"; then kubelet's rules."""
-    name = value if "/" in value else f"{DEFAULT_RESOURCE_DOMAIN}/{value}"
-    error = validate_extended_resource_name(name)
-    if error:
-        raise ValueError(error)
-    return name
-
-
-class NamePatternConfig(_Section):
-    """One entry of resources.gpus or resources.mig: the devices a pattern matches get this name."""
-
-    pattern: Annotated[str, AfterValidator(_pattern)] = Field(
-        description="Matched against the whole GPU product name (resources.gpus, e.g. "
-        '"NVIDIA A100-SXM4-40GB") or MIG profile (resources.mig, e.g. "1g.10gb"); "*" matches any '
-        "characters, everything else only itself."
-    )
-    name: Annotated[str, AfterValidator(_qualified_resource_name)] = Field(
-        description='Resource name for the matching devices; a name without "/" gets "nvidia.com/".'
-    )
-
-
-# strict=False lets a TOML array stand for the tuple; its entries stay strict.
-NamePatternList = Annotated[tuple[NamePatternConfig, ...], Field(strict=False)]
-
-
-class ResourcesConfig(_Section):
-    """Resource names per GPU model and MIG profile; upstream's resources.gpus and resources.mig."""
-
-    gpus: NamePatternList = Field(
-        (),
-        description='Name patterns for whole GPUs, first match wins, e.g. [{ pattern = "*A100*", name = '
-        '"nvidia.com/a100" }] (or [[resources.gpus]] tables). A GPU that matches no pattern is an error. '
-        "Empty: every GPU is advertised as resource_name.",
-    )
-    mig: NamePatternList = Field(
-        (),
-        description='Name patterns for MIG devices by profile, e.g. [{ pattern = "1g.10gb", name = '
-        '"nvidia.com/mig-small" }]; a MIG device that matches no pattern is an error. Empty: with '
-        'mig_strategy "single" every MIG device is resource_name, with "mixed" each profile P is '
-        "nvidia.com/mig-P (\"+\" in P written as \".\").",
-    )
-
-
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     """Log output; journald adds timestamps and the unit name to plain lines."""
 
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Least severe level logged.")
@@ -399,12 +310,3 @@ def _sources(sources: tuple[PydanticBaseSettingsSource, ...]) -> Iterator[None]:
         yield
     finally:
         _LOAD_SOURCES.reset(token)
-
-
-def _choices(values: tuple[str, ...]) -> str:
-    return ", ".join(_q(v) for v in values)
-
-
-def _q(value: object) -> str:
-    """Quote like TOML (and like the "got ..." part of error lines)."""
-    return json.dumps(value, ensure_ascii=False, default=str)

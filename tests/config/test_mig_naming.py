@@ -9,7 +9,7 @@ import pytest
 
 from nvdp_node.config import ConfigError, load_config, parse_config
 from nvdp_node.config.render import effective_summary, render_effective, render_template
-from nvdp_node.config.schema import NamePatternConfig
+from nvdp_node.config.naming import NamePatternConfig
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -87,7 +87,6 @@ BAD_PATTERNS = [
     ({"gpus": [{"name": "gpu"}]}, 'resources.gpus[0].pattern: required key missing (got {"name": "gpu"})'),
     ({"gpus": [{"pattern": "*"}]}, 'resources.gpus[0].name: required key missing (got {"pattern": "*"})'),
     ({"gpus": ["*A100*"]}, 'resources.gpus[0]: expected a table (got "*A100*")'),
-    ({"gpus": {"pattern": "*", "name": "gpu"}}, "resources.gpus: expected a list"),
     ({"gpus": [{"pattern": "*", "name": "gpu", "patern": "x"}]}, "resources.gpus[0].patern: unknown key (did you mean 'resources.gpus[0].pattern'?)"),
     ({"gpu": []}, "resources.gpu: unknown key (did you mean 'resources.gpus'?)"),
 ]
@@ -134,6 +133,16 @@ def test_the_file_takes_arrays_of_tables(tmp_path: Path) -> None:
 def test_the_file_takes_inline_tables(tmp_path: Path) -> None:
     path = write(tmp_path, '[resources]\nmig = [{ pattern = "1g.10gb", name = "mig-small" }]\n')
     assert load_config(path, environ={}).config.resources.mig[0].name == "nvidia.com/mig-small"
+
+
+def test_a_single_bracket_entry_in_the_file_is_an_error_that_shows_the_double_brackets(tmp_path: Path) -> None:
+    path = write(tmp_path, '[resources.gpus]\npattern = "*A100*"\nname = "a100"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, environ={})
+    assert exc.value.lines == [
+        "resources.gpus: expected a list of tables: write [[resources.gpus]], with two brackets, above each "
+        'entry (got {"pattern": "*A100*", "name": "a100"})'
+    ]
 
 
 def test_an_unknown_key_in_a_file_entry_names_the_entry(tmp_path: Path) -> None:
