@@ -3,13 +3,15 @@
 Called by the supervisor at start and on every re-enumeration, by
 ``nvdp devices`` and by the driver host check. Everything NVML reports is
 turned into the plain :class:`~nvdp_node.domain.devices.NodeInventory`; NUMA
-affinity comes from sysfs (as upstream does), under an injectable root so
-tests use fixture trees.
+affinity comes from sysfs (as upstream does), and MIG capability minors from
+/proc (``nvdp_node.adapters.host.mig_caps``), both under injectable roots so
+tests use fixture trees. MIG devices are read by ``nvdp_node.adapters.nvml_mig``.
 
 Errors are handled per GPU: only a node-wide failure (init, driver version,
 GPU count) raises. A GPU NVML cannot identify is left out and named in
-``NodeInventory.unidentified``; one it identifies but cannot fully query is
-listed with ``Gpu.error`` set, so one lost GPU never takes the others away.
+``NodeInventory.unidentified``; one it identifies but cannot fully query
+(its MIG devices included) is listed with ``Gpu.error`` set, so one lost GPU
+never takes the others away.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from typing import TypeVar
 
 import pynvml
 
+from nvdp_node.adapters.host.paths import HostRoot
+from nvdp_node.adapters.nvml_mig import read_mig_devices
+from nvdp_node.adapters.nvml_queries import GpuQueries
+from nvdp_node.adapters.nvml_queries import text as text  # re-exported: nvml_health decodes with it
 from nvdp_node.domain.devices import Gpu, NodeInventory
 from nvdp_node.domain.errors import NvmlUnavailableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SYSFS_ROOT = Path("/sys")
 # Upstream (go-nvlib WithSkippedDevices) never advertises display-only DGX GPUs.
 SKIPPED_NAMES = frozenset({"DGX Display", "NVIDIA DGX Display"})
 
@@ -73,8 +78,14 @@ def nvml_session() -> Iterator[None]:
             log.warning("nvmlShutdown failed: %s", err)
 
 
-def discover(*, sysfs_root: Path = SYSFS_ROOT) -> NodeInventory:
-    """Enumerate the node's GPUs in NVML index order; raises only for node-wide NVML failures."""
+def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None) -> NodeInventory:
+    """Enumerate the node's GPUs in NVML index order; raises only for node-wide NVML failures.
+
+    ``host`` says where /proc (MIG capabilities) and, unless ``sysfs_root``
+    is given, /sys are; the default is the real host.
+    """
+    host = HostRoot() if host is None else host
+    sysfs_root = host.at(host.sysfs_dir) if sysfs_root is None else sysfs_root
     with nvml_session():
         driver = text(_node_query("read the driver version", pynvml.nvmlSystemGetDriverVersion))
         cuda = _cuda_version()
@@ -88,7 +99,7 @@ def discover(*, sysfs_root: Path = SYSFS_ROOT) -> NodeInventory:
                 log.warning("GPU at NVML index %d left out, NVML cannot identify it: %s", index, identity)
                 unidentified.append(f"index {index}: {identity}")
                 continue
-            gpu = _read_gpu(index, *identity, sysfs_root)
+            gpu = _read_gpu(index, *identity, sysfs_root, host)
             if gpu.name in SKIPPED_NAMES:
                 skipped.append(f"{index}:{gpu.name}")
             else:
@@ -118,62 +129,29 @@ def _identify(index: int) -> tuple[object, str] | str:
         return f"UUID: {err}"
 
 
-class _GpuQueries:
-    """One GPU's attribute queries, collecting failures into ``error`` instead of raising.
-
-    A required query's failure, or any query answering GPU_IS_LOST, is an
-    error; once the GPU is lost the remaining queries are not even tried. An
-    optional query's other failures (NOT_SUPPORTED and the like) only mean
-    the attribute is unknown, as upstream treats them.
-    """
-
-    def __init__(self, handle: object) -> None:
-        self.handle = handle
-        self.problems: list[str] = []
-        self.lost = False
-
-    @property
-    def error(self) -> str | None:
-        return "; ".join(self.problems) or None
-
-    def required(self, what: str, query: Callable[[object], T], default: T) -> T:
-        return self._run(what, query, default, required=True)
-
-    def optional(self, what: str, query: Callable[[object], T], default: T) -> T:
-        return self._run(what, query, default, required=False)
-
-    def _run(self, what: str, query: Callable[[object], T], default: T, *, required: bool) -> T:
-        if self.lost:
-            return default
-        try:
-            return query(self.handle)
-        except pynvml.NVMLError as err:
-            self.lost = err.value == pynvml.NVML_ERROR_GPU_IS_LOST
-            if required or self.lost:
-                self.problems.append(f"{what}: {err}")
-            else:
-                log.debug("optional NVML query (%s) failed: %s", what, err)
-            return default
-
-
-def _read_gpu(index: int, handle: object, uuid: str, sysfs_root: Path) -> Gpu:
-    q = _GpuQueries(handle)
+def _read_gpu(index: int, handle: object, uuid: str, sysfs_root: Path, host: HostRoot) -> Gpu:
+    q = GpuQueries(handle)
     name = q.required("name", lambda h: text(pynvml.nvmlDeviceGetName(h)), "unknown")
     bus_id = q.required("PCI info", lambda h: text(pynvml.nvmlDeviceGetPciInfo(h).busId), "")
     minor: int | None = q.required("minor number", pynvml.nvmlDeviceGetMinorNumber, None)
+    memory_total = q.optional("memory info", lambda h: int(pynvml.nvmlDeviceGetMemoryInfo(h).total), 0)
+    compute_capability = q.optional(
+        "compute capability", lambda h: "{}.{}".format(*pynvml.nvmlDeviceGetCudaComputeCapability(h)), None
+    )
+    mig_enabled = q.optional("MIG mode", lambda h: pynvml.nvmlDeviceGetMigMode(h)[0] == 1, False)
+    mig_devices = read_mig_devices(q, minor=minor, memory_total=memory_total, host=host) if mig_enabled else ()
     return Gpu(
         index=index,
         uuid=uuid,
         name=name,
         minor=minor,
         pci_bus_id=bus_id,
-        memory_total=q.optional("memory info", lambda h: int(pynvml.nvmlDeviceGetMemoryInfo(h).total), 0),
+        memory_total=memory_total,
         numa_node=read_numa_node(sysfs_root, bus_id) if bus_id else None,
-        compute_capability=q.optional(
-            "compute capability", lambda h: "{}.{}".format(*pynvml.nvmlDeviceGetCudaComputeCapability(h)), None
-        ),
-        mig_enabled=q.optional("MIG mode", lambda h: pynvml.nvmlDeviceGetMigMode(h)[0] == 1, False),
+        compute_capability=compute_capability,
+        mig_enabled=mig_enabled,
         error=q.error,
+        mig_devices=mig_devices,
     )
 
 
@@ -202,8 +180,3 @@ def _cuda_version() -> str | None:
     except pynvml.NVMLError:
         return None
     return f"{v // 1000}.{v % 1000 // 10}"
-
-
-def text(value: str | bytes) -> str:
-    """pynvml returns str in recent versions and bytes in older ones."""
-    return value.decode() if isinstance(value, bytes) else value

@@ -21,6 +21,27 @@ class Health(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class MigDevice:
+    """One MIG device (a compute instance inside a GPU instance) of a MIG-enabled GPU.
+
+    ``index`` is its slot on the parent (``nvmlDeviceGetMigDeviceHandleByIndex``),
+    which upstream's ``index`` device-id strategy writes as ``<gpu>:<index>``.
+    ``profile`` is the profile string resource patterns match ("1g.10gb",
+    "1g.10gb+me", "1c.2g.20gb"; see ``nvdp_node.domain.mig``). ``cap_minors``
+    are the minors of the GPU instance's and the compute instance's access
+    capabilities (``/dev/nvidia-caps/nvidia-cap<minor>``), empty when unknown.
+    """
+
+    index: int
+    uuid: str
+    profile: str
+    gpu_instance: int
+    compute_instance: int
+    memory_total: int
+    cap_minors: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Gpu:
     """One physical GPU as NVML reports it.
 
@@ -28,6 +49,7 @@ class Gpu:
     a query nvdp needs, or said the GPU is lost: the GPU is still listed, so
     its device can be advertised Unhealthy instead of vanishing. ``minor`` is
     None when that query failed (then there is no ``/dev/nvidia<minor>``).
+    ``mig_devices`` are listed only for a GPU whose current MIG mode is on.
     """
 
     index: int
@@ -40,15 +62,20 @@ class Gpu:
     compute_capability: str | None = None
     mig_enabled: bool = False
     error: str | None = None
+    mig_devices: tuple[MigDevice, ...] = ()
 
 
 @dataclass(frozen=True)
 class Device:
-    """One schedulable unit advertised to kubelet (today: one whole GPU).
+    """One schedulable unit advertised to kubelet: a whole GPU or one MIG device.
 
-    ``id`` is what kubelet sees and hands back in Allocate; ``index`` is the
-    NVML index used by the ``index`` device-id strategy; ``dev_paths`` are the
-    device nodes a container needs for this device.
+    ``id`` is what kubelet sees and hands back in Allocate (a GPU's or MIG
+    device's UUID); ``index`` is what the ``index`` device-id strategy uses
+    (the NVML index, ``<gpu>:<mig>`` for a MIG device); ``gpu_uuid`` is the
+    physical GPU (a MIG device's parent); ``dev_paths`` are the device nodes a
+    container needs for this device. ``gpu_instance``/``compute_instance``
+    are set for MIG devices only. ``model`` is what resource patterns match:
+    the GPU's product name, or the MIG device's profile.
     """
 
     id: str
@@ -56,6 +83,9 @@ class Device:
     gpu_uuid: str
     numa_node: int | None
     dev_paths: tuple[str, ...] = ()
+    gpu_instance: int | None = None
+    compute_instance: int | None = None
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,28 +114,50 @@ class NodeInventory:
         elif self.expected < found:
             raise ValueError(f"expected {self.expected} GPU(s) but {found} were found or unidentified")
 
-    def unhealthy_at_start(self) -> tuple[str, ...]:
-        """Ids of the devices whose GPU answered discovery with an error, in device order."""
+    def unhealthy_at_start(self, devices: Iterable[Device] | None = None) -> tuple[str, ...]:
+        """Ids of ``devices`` (default: :meth:`devices`) whose GPU answered discovery with an error.
+
+        A MIG device counts through its parent, so an error in any MIG query
+        of a GPU makes all of that GPU's devices start Unhealthy.
+        """
         errored = {g.uuid for g in self.gpus if g.error is not None}
-        return tuple(d.id for d in self.devices() if d.gpu_uuid in errored)
+        return tuple(d.id for d in (self.devices() if devices is None else devices) if d.gpu_uuid in errored)
 
     def devices(self) -> tuple[Device, ...]:
-        """Whole-GPU devices, sorted by id so every listing is deterministic."""
-        return tuple(
-            sorted(
-                (
-                    Device(
-                        id=g.uuid,
-                        index=str(g.index),
-                        gpu_uuid=g.uuid,
-                        numa_node=g.numa_node,
-                        dev_paths=() if g.minor is None else (f"/dev/nvidia{g.minor}",),
-                    )
-                    for g in self.gpus
-                ),
-                key=lambda d: d.id,
-            )
-        )
+        """Whole-GPU devices (what ``mig_strategy = "none"`` serves), sorted by id."""
+        return tuple(sorted((gpu_device(g) for g in self.gpus), key=lambda d: d.id))
+
+
+def gpu_device(gpu: Gpu) -> Device:
+    """The device advertised for a whole GPU."""
+    return Device(
+        id=gpu.uuid,
+        index=str(gpu.index),
+        gpu_uuid=gpu.uuid,
+        numa_node=gpu.numa_node,
+        dev_paths=() if gpu.minor is None else (f"/dev/nvidia{gpu.minor}",),
+        model=gpu.name,
+    )
+
+
+def mig_device(gpu: Gpu, mig: MigDevice) -> Device:
+    """The device advertised for one MIG device of ``gpu``: the parent's NUMA node and device node.
+
+    Its nodes are the parent's ``/dev/nvidia<minor>``, then the GPU
+    instance's and the compute instance's capability nodes, in upstream's order.
+    """
+    parent = () if gpu.minor is None else (f"/dev/nvidia{gpu.minor}",)
+    caps = tuple(f"/dev/nvidia-caps/nvidia-cap{minor}" for minor in mig.cap_minors)
+    return Device(
+        id=mig.uuid,
+        index=f"{gpu.index}:{mig.index}",
+        gpu_uuid=gpu.uuid,
+        numa_node=gpu.numa_node,
+        dev_paths=parent + caps,
+        gpu_instance=mig.gpu_instance,
+        compute_instance=mig.compute_instance,
+        model=mig.profile,
+    )
 
 
 class DeviceSet:
