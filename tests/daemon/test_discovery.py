@@ -7,8 +7,10 @@ import json
 
 import pytest
 
+from nvdp_node.adapters.host.paths import HostRoot
 from nvdp_node.adapters.nvml import discover, sysfs_bus_id
 from nvdp_node.app.cli import main
+from nvdp_node.domain.resources import ResourceNaming, plan_devices
 from tests.mock_nvml import FAULTABLE_FUNCTIONS
 
 LOST = "NVML_ERROR_GPU_IS_LOST"
@@ -65,6 +67,129 @@ def test_mig_mode_is_reported_per_gpu(mock_nvml, tmp_path):
     expected = [bool(g.get("mig", {}).get("current")) for g in node.profile["gpus"]]
     assert [g.mig_enabled for g in discover(sysfs_root=tmp_path).gpus] == expected
     assert any(expected) and not all(expected)
+
+
+# --------------------------------------------------------------------------- MIG devices
+
+
+def mig_gpus(node):
+    return [g for g in node.profile["gpus"] if g.get("mig", {}).get("current")]
+
+
+def write_caps(root, node):
+    """Capability access files for every MIG device: GI minor 100 + 10*gpu + gi, CI minor one above."""
+    for gpu in mig_gpus(node):
+        for mig in gpu["mig_devices"]:
+            base = root / f"proc/driver/nvidia/capabilities/gpu{gpu['minor_number']}/mig/gi{mig['gpu_instance_id']}"
+            gi_minor = 100 + 10 * gpu["minor_number"] + mig["gpu_instance_id"]
+            for path, minor in ((base / "access", gi_minor),
+                                (base / f"ci{mig['compute_instance_id']}/access", gi_minor + 1)):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"DeviceFileMinor: {minor}\nDeviceFileMode: 292\n")
+
+
+def test_mig_devices_are_listed_under_their_gpu_with_nvmls_attributes(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    inventory = discover(host=HostRoot(root=tmp_path))
+    assert {g.index: [(m.index, m.uuid, m.gpu_instance, m.compute_instance, m.memory_total) for m in g.mig_devices]
+            for g in inventory.gpus if g.mig_devices} == {
+        g["index"]: [(m["index"], m["uuid"], m["gpu_instance_id"], m["compute_instance_id"], m["memory"]["total"])
+                     for m in g["mig_devices"]]
+        for g in mig_gpus(node)
+    }
+
+
+def test_mig_profiles_are_named_as_nvidia_names_them(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    inventory = discover(host=HostRoot(root=tmp_path))
+    assert [m.profile for g in inventory.gpus for m in g.mig_devices] == [
+        m["profile"] for g in mig_gpus(node) for m in g["mig_devices"]
+    ]
+
+
+def test_gpus_with_mig_off_have_no_mig_devices(mock_nvml, tmp_path):
+    mock_nvml.use("a100-mig-8")
+    assert [g.mig_devices for g in discover(host=HostRoot(root=tmp_path)).gpus[:4]] == [()] * 4
+
+
+def test_an_empty_mig_slot_is_skipped_and_the_slots_index_kept(mock_nvml, tmp_path):
+    profile = copy.deepcopy(mock_nvml.use("a100-mig-8").profile)
+    profile["gpus"][6]["mig_devices"][1]["index"] = 4  # slots 1-3 empty
+    mock_nvml.use(profile)
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[6]
+    assert ([m.index for m in gpu.mig_devices], gpu.error) == ([0, 4], None)
+
+
+def test_capability_minors_are_read_from_proc_under_the_host_root(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    write_caps(tmp_path, node)
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[5]
+    assert [m.cap_minors for m in gpu.mig_devices] == [(153, 154), (154, 155), (155, 156), (163, 164)]
+
+
+def test_mig_devices_without_capability_files_get_no_minors(mock_nvml, tmp_path):
+    mock_nvml.use("a100-mig-8")
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[5]
+    assert ({m.cap_minors for m in gpu.mig_devices}, gpu.error) == ({()}, None)
+
+
+def test_a_host_root_also_locates_sysfs(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    node.write_sysfs(tmp_path / "sys")
+    assert [g.numa_node for g in discover(host=HostRoot(root=tmp_path)).gpus] == [
+        g["numa_node"] for g in node.profile["gpus"]
+    ]
+
+
+def test_a_failing_mig_query_marks_the_parent_and_leaves_that_mig_device_out(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    node.control.fail("nvmlDeviceGetGpuInstanceId", 5, "NVML_ERROR_UNKNOWN", count=1)
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[5]
+    assert ([m.index for m in gpu.mig_devices], gpu.error) == (
+        [1, 2, 3], "MIG device 0 GPU instance id: Unknown Error"
+    )
+
+
+def test_a_failing_mig_query_leaves_the_other_gpus_intact(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    intact = [(g.index, g.mig_devices, g.error) for g in discover(host=HostRoot(root=tmp_path)).gpus if g.index != 5]
+    node.control.fail("nvmlDeviceGetAttributes", 5, "NVML_ERROR_UNKNOWN")
+    assert [(g.index, g.mig_devices, g.error) for g in discover(host=HostRoot(root=tmp_path)).gpus
+            if g.index != 5] == intact
+
+
+def test_a_mig_slot_lookup_failing_otherwise_than_empty_is_an_error(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    node.control.fail("nvmlDeviceGetMigDeviceHandleByIndex", 6, "NVML_ERROR_UNKNOWN", count=1)
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[6]
+    assert ([m.index for m in gpu.mig_devices], gpu.error) == ([1], "MIG device 0: Unknown Error")
+
+
+def test_a_gpu_lost_while_its_mig_devices_are_read_is_not_asked_for_further_slots(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    node.control.fail("nvmlDeviceGetMigDeviceHandleByIndex", 4, LOST)
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[4]
+    assert (gpu.mig_devices, gpu.error) == ((), "MIG device 0: GPU is lost")  # slots 1-6 would add their own
+
+
+def test_a_mig_device_whose_profile_cannot_be_named_is_left_out_and_said_why(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    node.control.fail("nvmlDeviceGetMemoryInfo", 7, "NVML_ERROR_NOT_SUPPORTED")  # the GPU's total is unknown
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[7]
+    assert gpu.mig_devices == ()
+    assert gpu.error == (
+        "MIG device 0 profile: the GPU's total memory must be positive to name a MIG profile, got 0; "
+        "MIG device 1 profile: the GPU's total memory must be positive to name a MIG profile, got 0"
+    )
+
+
+def test_mig_devices_of_a_gpu_in_error_start_unhealthy(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    node.control.fail("nvmlDeviceGetGpuInstanceId", 5, "NVML_ERROR_UNKNOWN", count=1)
+    inventory = discover(host=HostRoot(root=tmp_path))
+    devices = [d for ds in plan_devices(inventory, ResourceNaming("mixed", "nvidia.com/gpu")).resources.values()
+               for d in ds]
+    assert set(inventory.unhealthy_at_start(devices)) == {m["uuid"] for m in node.profile["gpus"][5]["mig_devices"][1:]}
 
 
 # --------------------------------------------------------------------------- per-GPU errors
