@@ -63,13 +63,19 @@ def _slot_handle(q: GpuQueries, slot: int) -> object | None:
 def _read_mig_device(
     q: GpuQueries, slot: int, handle: object, *, minor: int | None, memory_total: int, host: HostRoot,
 ) -> MigDevice | None:
+    """One MIG device, or None after its first failing query (recorded in ``q``)."""
     what = f"MIG device {slot}"
     uuid = q.required(f"{what} UUID", lambda _: text(pynvml.nvmlDeviceGetUUID(handle)), None)
+    if uuid is None:
+        return None
     gi = q.required(f"{what} GPU instance id", lambda _: int(pynvml.nvmlDeviceGetGpuInstanceId(handle)), None)
+    if gi is None:
+        return None
     ci = q.required(f"{what} compute instance id", lambda _: int(pynvml.nvmlDeviceGetComputeInstanceId(handle)), None)
+    if ci is None:
+        return None
     attributes = q.required(f"{what} attributes", lambda _: pynvml.nvmlDeviceGetAttributes(handle), None)
-    memory = q.optional(f"{what} memory info", lambda _: int(pynvml.nvmlDeviceGetMemoryInfo(handle).total), 0)
-    if uuid is None or gi is None or ci is None or attributes is None:
+    if attributes is None:
         return None
     try:
         profile = q.required(f"{what} profile", lambda parent: _profile(parent, gi, ci, attributes, memory_total), None)
@@ -84,7 +90,7 @@ def _read_mig_device(
         profile=profile,
         gpu_instance=gi,
         compute_instance=ci,
-        memory_total=memory,
+        memory_total=q.optional(f"{what} memory info", lambda _: int(pynvml.nvmlDeviceGetMemoryInfo(handle).total), 0),
         cap_minors=() if minor is None else read_cap_minors(host, minor, gi, ci),
     )
 
