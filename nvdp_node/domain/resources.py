@@ -18,8 +18,9 @@ rest of the node away:
   MIG devices (a pod asking for one could get any size);
 * ``single`` with both MIG devices and whole GPUs advertises the MIG devices
   and withholds the whole GPUs: ``single`` says the resource means MIG
-  devices, and a GPU whose MIG mode is off (or unknown, because discovery
-  could not read it) is the odd one out;
+  devices, and a GPU whose MIG mode is off is the odd one out (one whose
+  mode is unknown because discovery failed on it is withheld with a warning
+  instead of an error);
 * ``single`` with a MIG-enabled GPU that has no MIG devices: that GPU simply
   contributes nothing.
 """
@@ -124,7 +125,7 @@ def plan_devices(inventory: NodeInventory, naming: ResourceNaming) -> ResourcePl
             (planner.errors if naming.strategy == "single" else planner.warnings).append(no_mig_devices(gpu.index))
     planner.mig_devices(mig_gpus)
     if naming.strategy == "single":
-        planner.require_uniform(mig_gpus)
+        planner.require_uniform(mig_gpus, {g.uuid: g for g in inventory.gpus if g.error is not None})
     return planner.plan()
 
 
@@ -169,14 +170,28 @@ class _Planner:
             return None
         return name
 
-    def require_uniform(self, mig_gpus: list[Gpu]) -> None:
-        """``single``: one MIG profile on the node, and MIG devices never next to whole GPUs."""
+    def require_uniform(self, mig_gpus: list[Gpu], errored: dict[str, Gpu]) -> None:
+        """``single``: one MIG profile on the node, and MIG devices never next to whole GPUs.
+
+        A whole GPU in error may only look MIG-less because its MIG mode
+        could not be read (a lost GPU): it is withheld with a warning, not
+        counted as a second MIG mode.
+        """
         if len({m.profile for g in mig_gpus for m in g.mig_devices}) > 1:
             self.errors.append(MANY_MIG_TYPES)
             self.migs.clear()
-        if self.migs and self.whole:
+        if not (self.migs and self.whole):
+            return
+        for _, device in self.whole:
+            gpu = errored.get(device.gpu_uuid)
+            if gpu is not None:
+                self.warnings.append(
+                    f'GPU {gpu.index} ({gpu.uuid}) is not advertised: it answered discovery with an error '
+                    f'({gpu.error}), so its MIG mode is unknown, and mig_strategy "single" serves MIG devices'
+                )
+        if any(device.gpu_uuid not in errored for _, device in self.whole):
             self.errors.append(MIXED_MIG_MODES)
-            self.whole.clear()
+        self.whole.clear()
 
     def warn_mig_advertised_whole(self, gpus: Iterable[Gpu]) -> None:
         for gpu in gpus:

@@ -125,6 +125,14 @@ def test_single_reports_upstreams_error_and_serves_only_what_stays_unambiguous(i
     assert (plan.errors, ids(plan)) == (errors, expected)
 
 
+def test_single_withholds_a_gpu_in_error_next_to_mig_devices_with_a_warning_not_an_error():
+    plan = plan_devices(node(gpu(0, error="name: GPU is lost"), gpu(1, mig=["1g.5gb"])), naming("single"))
+    assert (ids(plan), plan.errors, plan.warnings) == ({GPU: ["MIG-1-0"]}, (), (
+        "GPU 0 (GPU-0) is not advertised: it answered discovery with an error (name: GPU is lost), so its MIG "
+        'mode is unknown, and mig_strategy "single" serves MIG devices',
+    ))
+
+
 def test_mixed_does_not_mind_mig_devices_next_to_whole_gpus():
     assert plan_devices(node(gpu(0), gpu(1, mig=["1g.5gb"])), naming("mixed")).errors == ()
 
