@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from nvdp_node.adapters.fs_identity import socket_identity
 from nvdp_node.adapters.plugin_server import PluginServer
 from nvdp_node.adapters.pod_resources import PodResourcesUnavailable, list_assignments
 from nvdp_node.adapters.registration import register
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CLAIMS_POLL = 2.0  # re-ask PodResources this often while a pod holds one of our GPUs elsewhere
 IDLE_PASS = 10.0  # safety-net pass even without a poke
+STREAM_WAIT = 5.0  # kubelet opens ListAndWatch right after Register; without it by then, register again
 RegisterFn = Callable[..., Awaitable[None]]
 
 
@@ -54,6 +56,7 @@ class ResourcePlugin:
         on_change: Callable[[str], None] = lambda _why: None,
         register_fn: RegisterFn = register,
         clock: Callable[[], float] = time.monotonic,
+        stream_wait: float = STREAM_WAIT,
     ) -> None:
         self.resource_name = resource_name
         self.state = state
@@ -73,6 +76,8 @@ class ResourcePlugin:
         self._generation = 0  # bumped by every Register; kubelet's stream belongs to one
         self._kubelet_stream: object = None  # token of the stream counted as kubelet's
         self._stream_lost = False
+        self._stream_wait = stream_wait
+        self._stream_due_at: float | None = None  # set after a Register until kubelet's stream opens
         self._claims_due = pod_resources_socket is not None
         self._claims_next = 0.0
         self._poked = asyncio.Event()
@@ -92,17 +97,11 @@ class ResourcePlugin:
     def last_error(self) -> str | None:
         return self.serve_error or self.registrar.last_error
 
-    def start(self, kubelet: object) -> None:
-        self._kubelet = kubelet
+    def start(self, kubelet: object = None) -> None:
         self._task = asyncio.create_task(self._run(), name=f"resource {self.resource_name}")
 
-    def poke(self, kubelet: object) -> None:
-        """Something may have changed (kubelet.sock's identity is ``kubelet``); look again."""
-        if kubelet != self._kubelet and kubelet is not None and self.claims_error is not None:
-            # A (re)started kubelet brings its PodResources back: ask now, not after the back-off.
-            self.claims_backoff.reset()
-            self.recheck_claims()
-        self._kubelet = kubelet
+    def poke(self, kubelet: object = None) -> None:
+        """Something may have changed; look again (kubelet.sock is read afresh by the pass itself)."""
         self._poked.set()
 
     def update(self, state: DeviceState) -> None:
@@ -160,17 +159,34 @@ class ResourcePlugin:
                 waits.append(pending)
         if self._claims_due:
             waits.append(max(0.0, self._claims_next - now))
+        if self._stream_due_at is not None:
+            waits.append(max(0.0, self._stream_due_at - now))
         return min(waits)
 
     async def _pass(self) -> None:
         if not self.serving:
             await self._serve()
+            self.first_pass.set()  # READY waits for serving, never for kubelet
         if self._stream_lost:
             self._stream_lost = False
             self.registrar.lost()
+        if self.registered and self._stream_due_at is not None and self._clock() >= self._stream_due_at:
+            # Kubelet 1.32 can drop a client it just accepted (a re-registration racing an
+            # older stream's end) before that client opens its stream: nothing would end.
+            log.warning("%s: kubelet accepted the registration but opened no ListAndWatch stream within "
+                        "%.0f s; registering again", self.resource_name, self._stream_wait)
+            self._stream_due_at = None
+            self.registrar.lost()
+        # Read kubelet.sock now, not when poked: a kubelet restart replaces it between the two.
+        kubelet = socket_identity(self.kubelet_socket)
+        if kubelet != self._kubelet:
+            if kubelet is not None and self.claims_error is not None:
+                # A (re)started kubelet brings its PodResources back: ask now, not after the back-off.
+                self.claims_backoff.reset()
+                self._claims_due, self._claims_next = True, 0.0
+            self._kubelet = kubelet
         if self._claims_due and self._clock() >= self._claims_next:
             await self._check_claims()
-        kubelet = self._kubelet
         log.debug("%s: checked (serving %s, %s, kubelet.sock %s)", self.resource_name, self.serving,
                   self.registrar.state, kubelet)
         if self.registrar.due(self._clock(), kubelet, serving=self.serving):
@@ -218,6 +234,8 @@ class ResourcePlugin:
             log.warning("%s; retrying in %.0f s", err, delay)
             return
         self.registrar.succeeded()
+        if self._kubelet_stream is None:
+            self._stream_due_at = self._clock() + self._stream_wait
         log.info("registered %s with kubelet (%s)", self.resource_name, self.socket_path.name)
 
     async def _check_claims(self) -> None:
@@ -247,6 +265,7 @@ class ResourcePlugin:
         token = (self._generation, object())
         if self._kubelet_stream is None and self.registrar.state.value in ("registering", "registered"):
             self._kubelet_stream = token
+            self._stream_due_at = None
         else:
             log.debug("%s: a ListAndWatch stream that is not kubelet's opened", self.resource_name)
         return token

@@ -9,6 +9,8 @@ plugin's ``on_change`` callback, so nothing sleeps.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -55,12 +57,22 @@ class Passes:
             await asyncio.wait_for(self.event.wait(), 10)
 
 
-def make(name: str, directory: Path, kubelet: Kubelet, clock: list[float], passes: Passes) -> ResourcePlugin:
+def kubelet_sock(directory: Path) -> None:
+    """(Re)create a socket file at kubelet.sock: a new identity, as a kubelet restart makes."""
+    path = directory / "kubelet.sock"
+    if path.exists():
+        os.unlink(path)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+
+
+def make(name: str, directory: Path, kubelet: Kubelet, clock: list[float], passes: Passes,
+         stream_wait: float = 1e9) -> ResourcePlugin:
     devices = DeviceSet([Device(id="GPU-1", index="0", gpu_uuid="GPU-1", numa_node=None)])
     return ResourcePlugin(
         name, DeviceState(devices, AllocationPolicy(resource_name=name)), socket_dir=directory,
         kubelet_socket=directory / "kubelet.sock", on_change=passes, register_fn=kubelet.register,
-        clock=lambda: clock[0],
+        clock=lambda: clock[0], stream_wait=stream_wait,
     )
 
 
@@ -73,6 +85,7 @@ def directory():
 def test_one_refused_resource_backs_off_while_the_other_registers(directory):
     async def body() -> None:
         clock, kubelet = [100.0], Kubelet(refuse={BAD})
+        kubelet_sock(directory)
         good_passes, bad_passes = Passes(), Passes()
         good = make(GOOD, directory, kubelet, clock, good_passes)
         bad = make(BAD, directory, kubelet, clock, bad_passes)
@@ -92,7 +105,8 @@ def test_one_refused_resource_backs_off_while_the_other_registers(directory):
             assert bad.registrar.retry_in(clock[0]) == expected_delay
         assert kubelet.calls.count(BAD) == 4
 
-        await bad_passes.after(bad, "kubelet-2")  # kubelet restarted: try at once, from 1 s again
+        kubelet_sock(directory)  # kubelet restarted: try at once, from 1 s again
+        await bad_passes.after(bad, "kubelet-2")
         assert kubelet.calls.count(BAD) == 5
         assert bad.registrar.retry_in(clock[0]) == 1.0
         assert kubelet.calls.count(GOOD) == 1, "the good resource is not disturbed by the other's failures"
@@ -104,6 +118,7 @@ def test_one_refused_resource_backs_off_while_the_other_registers(directory):
 def test_a_resource_serves_again_when_its_socket_is_deleted_and_then_registers(directory):
     async def body() -> None:
         clock, kubelet, passes = [0.0], Kubelet(refuse=set()), Passes()
+        kubelet_sock(directory)
         plugin = make(GOOD, directory, kubelet, clock, passes)
         plugin.start("kubelet-1")
         await asyncio.wait_for(plugin.first_pass.wait(), 10)
@@ -114,4 +129,39 @@ def test_a_resource_serves_again_when_its_socket_is_deleted_and_then_registers(d
         assert kubelet.calls == [GOOD, GOOD]
         await plugin.stop()
         assert not plugin.socket_path.exists()
+    asyncio.run(body())
+
+
+def test_a_registration_kubelet_never_streams_from_is_made_again(directory):
+    async def body() -> None:
+        clock, kubelet, passes = [0.0], Kubelet(refuse=set()), Passes()
+        kubelet_sock(directory)
+        plugin = make(GOOD, directory, kubelet, clock, passes, stream_wait=5.0)
+        plugin.start()
+        await asyncio.wait_for(plugin.first_pass.wait(), 10)
+        while not plugin.registered:
+            await passes.after(plugin, None)
+        assert kubelet.calls == [GOOD]
+        clock[0] += 4.9
+        await passes.after(plugin, None)
+        assert kubelet.calls == [GOOD], "kubelet still has time to open its stream"
+        clock[0] += 0.2
+        await passes.after(plugin, None)
+        assert kubelet.calls == [GOOD, GOOD], "no ListAndWatch 5 s after Register: register again"
+        await plugin.stop()
+    asyncio.run(body())
+
+
+def test_no_register_is_sent_while_kubelet_sock_is_missing(directory):
+    async def body() -> None:
+        clock, kubelet, passes = [0.0], Kubelet(refuse=set()), Passes()
+        plugin = make(GOOD, directory, kubelet, clock, passes)
+        plugin.start()
+        await asyncio.wait_for(plugin.first_pass.wait(), 10)
+        await passes.after(plugin, None)
+        assert plugin.serving and kubelet.calls == []
+        kubelet_sock(directory)
+        await passes.after(plugin, None)
+        assert kubelet.calls == [GOOD] and plugin.registered
+        await plugin.stop()
     asyncio.run(body())
