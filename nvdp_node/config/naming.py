@@ -16,13 +16,10 @@ from pydantic import AfterValidator, Field
 
 from nvdp_node.config.values import Section
 from nvdp_node.domain.resource_names import validate_extended_resource_name
+from nvdp_node.domain.resources import DEFAULT_DOMAIN, NamePattern, ResourceNaming
 
 if TYPE_CHECKING:
-    from nvdp_node.config.schema import Config
-    from nvdp_node.domain.resources import NamePattern, ResourceNaming
-
-DEFAULT_RESOURCE_DOMAIN = "nvidia.com"
-
+    from nvdp_node.config.schema import Config  # schema imports this module
 
 def _pattern(value: str) -> str:
     if not value:
@@ -32,7 +29,7 @@ def _pattern(value: str) -> str:
 
 def _qualified_resource_name(value: str) -> str:
     """Upstream's rule: a name without a domain gets "nvidia.com/"; then kubelet's rules."""
-    name = value if "/" in value else f"{DEFAULT_RESOURCE_DOMAIN}/{value}"
+    name = value if "/" in value else f"{DEFAULT_DOMAIN}/{value}"
     error = validate_extended_resource_name(name)
     if error:
         raise ValueError(error)
@@ -76,9 +73,6 @@ class ResourcesConfig(Section):
 
 def naming_from_config(config: Config) -> ResourceNaming:
     """``plugin.mig_strategy``, ``resource_name`` and the ``resources`` patterns, in file order."""
-    # Imported here: the schema (and so every config load) does not need the planner.
-    from nvdp_node.domain.resources import ResourceNaming
-
     return ResourceNaming(
         strategy=config.plugin.mig_strategy,
         resource_name=config.resource_name,
@@ -88,6 +82,4 @@ def naming_from_config(config: Config) -> ResourceNaming:
 
 
 def _patterns(entries: tuple[NamePatternConfig, ...]) -> tuple[NamePattern, ...]:
-    from nvdp_node.domain.resources import NamePattern
-
     return tuple(NamePattern(pattern=entry.pattern, name=entry.name) for entry in entries)

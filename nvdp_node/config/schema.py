@@ -26,6 +26,7 @@ from nvdp_node.config.values import AbsolutePath, AbsolutePathOrEmpty, Section, 
 from nvdp_node.domain.allocation import AllocationPolicy
 from nvdp_node.domain.health_policy import DEFAULT_IGNORED_XIDS
 from nvdp_node.domain.resource_names import socket_dir_problem, socket_path_problem, validate_extended_resource_name
+from nvdp_node.domain.resources import MigStrategy
 
 CONFIG_VERSION = 1
 UNSERVEABLE = "unserveable_resource_name"  # error type of the socket-path check
@@ -35,7 +36,6 @@ ENGINES = ("docker", "containerd", "crio")
 
 Engine = Literal["docker", "containerd", "crio"]
 DeviceListStrategy = Literal["envvar", "volume-mounts"]
-MigStrategy = Literal["none", "single", "mixed"]
 
 
 class KubeletConfig(Section):
