@@ -46,8 +46,9 @@ class HealthFanout:
         """Watch the devices of ``plugins`` under ``settings``; restart the worker only if either changed."""
         self._plugins = list(plugins)
         refs = sorted(
-            {DeviceRef(device_id=d.id, gpu_uuid=d.gpu_uuid) for p in self._plugins
-             for d in p.state.devices.by_id.values()},
+            {DeviceRef(device_id=d.id, gpu_uuid=d.gpu_uuid, gpu_instance=d.gpu_instance,
+                       compute_instance=d.compute_instance)
+             for p in self._plugins for d in p.state.devices.by_id.values()},
             key=lambda r: (r.gpu_uuid, r.device_id),
         )
         watching = (settings, tuple(refs))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, replace
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from nvdp_node.domain.claims import held_elsewhere
 from nvdp_node.domain.devices import DeviceSet, Health, NodeInventory
 from nvdp_node.domain.errors import TemporaryError
 from nvdp_node.domain.registration import Backoff, Registrar
+from nvdp_node.domain.resources import plan_devices
 from nvdp_node.domain.resource_names import socket_name
 
 log = logging.getLogger(__name__)
@@ -281,17 +283,28 @@ class ResourcePlugin:
         self._poked.set()
 
 
-def plan_resources(settings: ServeSettings, inventory: NodeInventory) -> dict[object, tuple[str, DeviceState]]:
-    """Resource key → (resource name, its fresh device state); empty when there is nothing to serve.
+@dataclass(frozen=True)
+class Planned:
+    """The resources to run after an enumeration, with what the naming rules said about the node."""
 
-    Today a node has one resource (``resource_name``, whole GPUs); per-model
-    names and MIG strategies add entries here.
+    resources: dict[object, tuple[str, DeviceState]]
+    warnings: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+def plan_resources(settings: ServeSettings, inventory: NodeInventory) -> Planned:
+    """Resource key → (resource name, its fresh device state), by the MIG strategy and name patterns.
+
+    Resources with no devices are left out (no socket, no registration). A
+    GPU NVML could not fully query starts Unhealthy, and so do its MIG devices.
     """
-    devices = inventory.devices()
-    if not devices:
-        return {}
-    state = DeviceState(DeviceSet(devices), settings.policy)
-    unhealthy = inventory.unhealthy_at_start()
-    if unhealthy:
-        state.devices.set_health(unhealthy, Health.UNHEALTHY)
-    return {settings.registration_key(): (settings.resource_name, state)}
+    plan = plan_devices(inventory, settings.naming)
+    errored = {g.uuid for g in inventory.gpus if g.error is not None}
+    resources: dict[object, tuple[str, DeviceState]] = {}
+    for name, devices in plan.resources.items():
+        state = DeviceState(DeviceSet(devices), replace(settings.policy, resource_name=name))
+        unhealthy = [d.id for d in devices if d.gpu_uuid in errored]
+        if unhealthy:
+            state.devices.set_health(unhealthy, Health.UNHEALTHY)
+        resources[(name, settings.socket_dir)] = (name, state)
+    return Planned(resources=resources, warnings=plan.warnings, errors=plan.errors)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nvdp_node.adapters.host import HostRoot
-from nvdp_node.config import Config
+from nvdp_node.config import Config, naming_from_config
 from nvdp_node.config.render import effective_summary
 from nvdp_node.domain.allocation import AllocationPolicy
 from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
+from nvdp_node.domain.resources import ResourceNaming
 
 CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 
@@ -47,6 +48,8 @@ class ServeSettings:
     policy: AllocationPolicy
     health: HealthSettings
     host: HostRoot
+    naming: ResourceNaming
+    mig_check_interval: float
     log_level: str
     log_format: str
     summary: str  # the effective configuration in one line, logged at start and after each reload
@@ -83,15 +86,10 @@ class ServeSettings:
                 ),
             ),
             host=host,
+            naming=naming_from_config(config),
+            mig_check_interval=float(config.plugin.mig_check_interval),
             log_level=config.logging.level,
             log_format=config.logging.format,
             summary=effective_summary(config),
         )
 
-    def registration_key(self) -> tuple[str, Path]:
-        """What, if changed by a reload, needs a new plugin server.
-
-        A changed kubelet socket alone keeps the server: the next pass sees a
-        different kubelet.sock and registers there.
-        """
-        return (self.resource_name, self.socket_dir)

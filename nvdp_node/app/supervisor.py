@@ -20,10 +20,9 @@ from collections.abc import Callable
 
 from nvdp_node.adapters import nvml
 from nvdp_node.adapters.dir_watch import DirWatcher
-from nvdp_node.adapters.fs_identity import socket_identity
 from nvdp_node.adapters.systemd_notify import Notifier, watchdog_interval
 from nvdp_node.app.health_fanout import HealthFanout
-from nvdp_node.app.inventory import describe_inventory
+from nvdp_node.app.inventory import carry_health, describe_inventory, describe_layout_change, mig_layout
 from nvdp_node.app.resource_plugin import ResourcePlugin, plan_resources
 from nvdp_node.app.settings import ServeSettings
 from nvdp_node.app.status import ResourceView, status_line
@@ -36,6 +35,7 @@ log = logging.getLogger(__name__)
 DEBOUNCE = 0.02  # coalesce the burst of events a kubelet restart makes
 POLL_WATCHED = 10.0  # safety-net poll while inotify works
 POLL_UNWATCHED = 0.5  # poll while the directory is missing or inotify is unavailable
+LAYOUT_IDLE_RECHECK = 5.0  # while MIG layout checks are off, look at the settings again this often
 READY_WAIT = 0.8  # READY goes out by then even if serving is still being tried
 HANDOVER_WAIT = 5.0  # on a rename, how long the new resource may take to register before the old stops
 
@@ -74,6 +74,8 @@ class Supervisor:
         self._reload_wanted = False
         self._reload_task: asyncio.Task[None] | None = None
         self._watcher: DirWatcher | None = None
+        self._applying = asyncio.Lock()  # a reload and a MIG layout change never apply at once
+        self.plan_errors: tuple[str, ...] = ()
 
     # -- events (signal handlers and callbacks only set these) ---------------
     def wake(self, reason: str = "") -> None:
@@ -95,6 +97,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.health.attach(loop, self._health_changed)
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        layout = asyncio.create_task(self._watch_mig_layout(), name="mig-layout")
         try:
             return await self._run()
         except PermanentError as err:
@@ -103,6 +106,7 @@ class Supervisor:
             return err.exit_code
         finally:
             watchdog.cancel()
+            layout.cancel()
             if self._reload_task is not None:
                 self._reload_task.cancel()
             self.health.stop()
@@ -131,9 +135,8 @@ class Supervisor:
                 self._reload_wanted = False
                 self._reload_task = asyncio.create_task(self._reload(), name="reload")
             self._watch_dir()
-            kubelet = socket_identity(self.settings.kubelet_socket)
             for plugin in self.plugins.values():
-                plugin.poke(kubelet)
+                plugin.poke()
             self.notifier.set_status(self._status())
             self._maybe_run_after_registration()
             await self._wait()
@@ -182,35 +185,54 @@ class Supervisor:
             asyncio.ensure_future(in_thread(work, name="host-checks"))
 
     # -- the set of resources -------------------------------------------------
-    async def _apply(self, settings: ServeSettings, inventory: NodeInventory, *, handover: bool) -> None:
-        """Run exactly the resources ``settings`` and ``inventory`` call for; the rest stop."""
-        describe_inventory(inventory)
-        wanted = plan_resources(settings, inventory)
-        kubelet = socket_identity(settings.kubelet_socket)
-        started: list[ResourcePlugin] = []
-        keep: dict[object, ResourcePlugin] = {}
-        for key, (name, state) in wanted.items():
-            plugin = self.plugins.get(key)
-            if plugin is not None:
-                plugin.kubelet_socket = settings.kubelet_socket
-                plugin.pod_resources_socket = settings.pod_resources_socket
-                plugin.update(state)
-            else:
-                plugin = ResourcePlugin(
-                    name, state, socket_dir=settings.socket_dir, kubelet_socket=settings.kubelet_socket,
-                    pod_resources_socket=settings.pod_resources_socket, on_change=self._resource_changed,
-                )
-                plugin.start(kubelet)
-                started.append(plugin)
-            keep[key] = plugin
-        gone = [p for k, p in self.plugins.items() if k not in keep]
-        self.plugins, self.settings, self.inventory = keep, settings, inventory
-        self.health.update(settings.health, self.plugins.values())
-        if handover and gone and started:
-            await self._registered_or_timeout(started)
-        if gone:
-            await asyncio.gather(*(p.stop() for p in gone))
-        self.wake()
+    async def _apply(
+        self, settings: ServeSettings, inventory: NodeInventory, *, handover: bool, keep_health: bool = False
+    ) -> None:
+        """Run exactly the resources ``settings`` and ``inventory`` call for; the rest stop.
+
+        ``keep_health`` (a MIG layout change, not a reload): a resource whose
+        devices did not change is left untouched, and devices that stay keep
+        their health.
+        """
+        async with self._applying:
+            describe_inventory(inventory)
+            planned = plan_resources(settings, inventory)
+            for warning in planned.warnings:
+                log.warning("%s", warning)
+            for error in planned.errors:
+                log.error("%s (devices concerned are not advertised)", error)
+            started: list[ResourcePlugin] = []
+            keep: dict[object, ResourcePlugin] = {}
+            for key, (name, state) in planned.resources.items():
+                plugin = self.plugins.get(key)
+                if plugin is not None:
+                    plugin.kubelet_socket = settings.kubelet_socket
+                    plugin.pod_resources_socket = settings.pod_resources_socket
+                    if keep_health:
+                        if state.devices.by_id != plugin.state.devices.by_id:
+                            carry_health(plugin.state, state)
+                            plugin.update(state)
+                    else:
+                        plugin.update(state)
+                else:
+                    plugin = ResourcePlugin(
+                        name, state, socket_dir=settings.socket_dir, kubelet_socket=settings.kubelet_socket,
+                        pod_resources_socket=settings.pod_resources_socket, on_change=self._resource_changed,
+                    )
+                    plugin.start()
+                    started.append(plugin)
+                keep[key] = plugin
+            gone = [p for k, p in self.plugins.items() if k not in keep]
+            self.plugins, self.settings, self.inventory = keep, settings, inventory
+            self.plan_errors = planned.errors
+            self.health.update(settings.health, self.plugins.values())
+            if handover and gone and started:
+                await self._registered_or_timeout(started)
+            if gone:
+                for plugin in gone:
+                    log.info("%s has no devices any more; stopping it", plugin.resource_name)
+                await asyncio.gather(*(p.stop() for p in gone))
+            self.wake()
 
     async def _registered_or_timeout(self, plugins: list[ResourcePlugin]) -> None:
         """Bring the new resources up (served and registered) before the old ones go, within a bound."""
@@ -249,6 +271,30 @@ class Supervisor:
         finally:
             self._reload_task = None
             self.wake()
+
+    # -- MIG layout ---------------------------------------------------------
+    async def _watch_mig_layout(self) -> None:
+        """Apply a changed MIG layout by itself (upstream needs a restart, #1645): only the difference."""
+        while True:
+            interval = self.settings.mig_check_interval
+            if interval <= 0 or self.settings.naming.strategy == "none":
+                await asyncio.sleep(LAYOUT_IDLE_RECHECK)  # the settings may change on reload
+                continue
+            await asyncio.sleep(interval)
+            if self._reload_task is not None or self._stop.is_set():
+                continue  # a reload re-enumerates anyway
+            settings = self.settings
+            try:
+                inventory = await in_thread(lambda: self._discover(settings), name="nvml-mig-check")
+            except Exception as err:  # noqa: BLE001 - try again next time
+                log.warning("MIG layout check failed: %s", err)
+                continue
+            before, after = mig_layout(self.inventory), mig_layout(inventory)
+            if after == before or settings is not self.settings:
+                continue
+            log.info("MIG layout changed (%s); applying it", describe_layout_change(before, after))
+            await self._apply(settings, inventory, handover=True, keep_health=True)
+            self.notifier.set_status(self._status())
 
     # -- what resources and health report -------------------------------------
     def _resource_changed(self, why: str = "") -> None:
@@ -297,6 +343,7 @@ class Supervisor:
             views, found=len(self.inventory.gpus), expected=self.inventory.expected,
             kubelet_socket_present=self.settings.kubelet_socket.exists(),
             kubelet_socket=str(self.settings.kubelet_socket), reload_error=self.reload_error,
+            plan_errors=self.plan_errors,
         )
 
 

@@ -232,7 +232,7 @@ def test_mig_enabled_gpus_are_advertised_whole_with_a_warning(nvdp_daemon, kubel
     node = mock_nvml.use("a100-mig-8")
     daemon = nvdp_daemon(kubelet_peer.plugin_dir, env={**clean_env(), **node.env()})
     kubelet_peer.wait_node_status(GPU, (8, 8))
-    assert "has MIG enabled, but nvdp advertises whole GPUs only" in daemon.log()
+    assert 'has MIG enabled, but mig_strategy is "none": it is advertised whole' in daemon.log()
 
 
 def test_nvdp_devices_lists_the_gpus_as_json(h100):
