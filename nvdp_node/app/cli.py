@@ -74,13 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
         "devices",
         help="show the GPUs nvdp would advertise",
         description="Enumerate GPUs through NVML exactly as `nvdp serve` does and print them, "
-        "including GPUs in error (advertised Unhealthy) and GPUs NVML cannot identify (not advertised). "
-        "Exits 0 whenever the enumeration itself worked, 69 when NVML is unavailable.",
+        "including GPUs in error (advertised Unhealthy) and GPUs NVML cannot identify (not advertised), "
+        "then every resource serve would advertise under the configuration (plugin.mig_strategy, "
+        "[resources]) with its device ids. Exits 0 whenever the enumeration itself worked, 69 when "
+        "NVML is unavailable, 78 when the configuration is invalid.",
     )
     devices.add_argument("--json", action="store_true", help="print JSON instead of a table")
     devices.add_argument(  # the only host path discovery reads (the device nodes are serve's concern)
         "--sysfs-root", type=Path, default=Path("/sys"), metavar="DIR",
         help="where sysfs is mounted, for NUMA affinity (default: /sys)",
+    )
+    devices.add_argument(
+        "--proc-root", type=Path, default=Path("/proc"), metavar="DIR",
+        help="where /proc is, for the MIG capability minors (default: /proc)",
     )
     devices.set_defaults(func=cmd_devices)
 
@@ -111,6 +117,10 @@ def _add_host_flags(p: argparse.ArgumentParser) -> None:
         "--dev-root", type=Path, default=Path("/dev"), metavar="DIR",
         help="where /dev is, for control device nodes (default: /dev)",
     )
+    p.add_argument(
+        "--proc-root", type=Path, default=Path("/proc"), metavar="DIR",
+        help="where /proc is, for the MIG capability minors (default: /proc)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -127,7 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from nvdp_node.app.logs import setup_logging
     from nvdp_node.app.supervisor import Supervisor
 
-    host = HostRoot(sysfs_dir=str(args.sysfs_root), dev_dir=str(args.dev_root))
+    host = HostRoot(sysfs_dir=str(args.sysfs_root), dev_dir=str(args.dev_root), proc_dir=str(args.proc_root))
     log = logging.getLogger("nvdp")
 
     def load(*, missing_ok: bool) -> LoadedConfig:
@@ -211,14 +221,23 @@ def check_host(config: Config, host: HostRoot) -> None:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from nvdp_node.adapters import nvml
+    from nvdp_node.config import naming_from_config
+    from nvdp_node.domain.resources import plan_devices
 
     try:
-        inventory = nvml.discover(sysfs_root=args.sysfs_root)
+        config = load_config(args.config).config
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EX_CONFIG
+    host = HostRoot(sysfs_dir=str(args.sysfs_root), proc_dir=str(args.proc_root))
+    try:
+        inventory = nvml.discover(host=host)
     except PermanentError as err:
         print(f"nvdp: {err}", file=sys.stderr)
         return err.exit_code
+    plan = plan_devices(inventory, naming_from_config(config))
     if args.json:
-        print(json.dumps(_inventory_json(inventory), indent=2))
+        print(json.dumps({**_inventory_json(inventory), **_plan_json(plan)}, indent=2))
         return 0
     found = len(inventory.gpus)
     counted = f"{found} GPU(s)" if found == inventory.expected else f"{found} of {inventory.expected} GPU(s)"
@@ -238,7 +257,39 @@ def cmd_devices(args: argparse.Namespace) -> int:
         print(f"unidentified GPU at {missing} (not advertised)")
     for skipped in inventory.skipped:
         print(f"skipped {skipped} (display device)")
+    _print_plan(plan, config.plugin.mig_strategy)
     return 0
+
+
+def _print_plan(plan, strategy: str) -> None:  # type: ignore[no-untyped-def]
+    """The resources as serve would advertise them, MIG devices grouped by resource."""
+    print(f"\nresources (mig_strategy {strategy}):")
+    for name, devices in plan.resources.items():
+        print(f"  {name}: {len(devices)} device(s)")
+        for d in devices:
+            numa = "-" if d.numa_node is None else str(d.numa_node)
+            print(f"    {d.id}  index {d.index}  {d.model}  NUMA {numa}")
+    if not plan.resources:
+        print("  none")
+    for warning in plan.warnings:
+        print(f"warning: {warning}")
+    for error in plan.errors:
+        print(f"error: {error} (not advertised)")
+
+
+def _plan_json(plan) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {
+        "resources": {
+            name: [
+                {"id": d.id, "index": d.index, "gpu_uuid": d.gpu_uuid, "model": d.model, "numa_node": d.numa_node,
+                 "gpu_instance": d.gpu_instance, "compute_instance": d.compute_instance}
+                for d in devices
+            ]
+            for name, devices in plan.resources.items()
+        },
+        "plan_warnings": list(plan.warnings),
+        "plan_errors": list(plan.errors),
+    }
 
 
 def _inventory_json(inventory) -> dict[str, object]:  # type: ignore[no-untyped-def]

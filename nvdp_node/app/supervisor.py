@@ -44,7 +44,7 @@ Discover = Callable[[ServeSettings], NodeInventory]
 
 
 def nvml_discover(settings: ServeSettings) -> NodeInventory:
-    return nvml.discover(sysfs_root=settings.host.at(settings.host.sysfs_dir))
+    return nvml.discover(host=settings.host)
 
 
 class Supervisor:

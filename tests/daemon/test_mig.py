@@ -1,0 +1,124 @@
+"""MIG strategies end to end: mock NVML (a100-mig-8) → nvdp serve → the kubelet stand-in.
+
+a100-mig-8: GPUs 0-3 MIG off; 4: 7× 1g.5gb; 5: 3× 2g.10gb + 1g.5gb;
+6: 2× 3g.20gb; 7: 4g.20gb + 3g.20gb.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.daemon.conftest import ROOT, clean_env
+
+GPU = "nvidia.com/gpu"
+MIXED = {
+    GPU: 4,
+    "nvidia.com/mig-1g.5gb": 8,
+    "nvidia.com/mig-2g.10gb": 3,
+    "nvidia.com/mig-3g.20gb": 3,
+    "nvidia.com/mig-4g.20gb": 1,
+}
+
+
+@pytest.fixture
+def a100(mock_nvml, tmp_path):
+    node = mock_nvml.use("a100-mig-8")
+    node.write_sysfs(tmp_path / "sys")
+    return node
+
+
+def serve(nvdp_daemon, kubelet_peer, node, tmp_path, notify_socket, config):
+    env = {**clean_env(), **node.env(), "NOTIFY_SOCKET": str(notify_socket.path)}
+    return nvdp_daemon(kubelet_peer.plugin_dir, env=env, sysfs_root=tmp_path / "sys", config=config)
+
+
+def mig_uuids(node, gpu: int) -> list[str]:
+    return [m["uuid"] for m in node.profile["gpus"][gpu]["mig_devices"]]
+
+
+def wait_all(kubelet_peer, counts: dict[str, int]) -> None:
+    for name, n in counts.items():
+        kubelet_peer.wait_node_status(name, (n, n))
+
+
+def test_mixed_gives_one_resource_per_profile_with_its_own_socket(
+    nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket
+):
+    serve(nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket, '[plugin]\nmig_strategy = "mixed"\n')
+    wait_all(kubelet_peer, MIXED)
+    assert kubelet_peer.node_status() == {name: (n, n) for name, n in MIXED.items()}
+    for name in MIXED:
+        assert (kubelet_peer.plugin_dir / f"nvidia-{name.split('/')[1]}.sock").is_socket()
+        assert kubelet_peer.registration_count(name) == 1
+    assert {d.id for d in kubelet_peer.devices("nvidia.com/mig-2g.10gb")} == set(mig_uuids(a100, 5)[:3])
+    notify_socket.wait_for(lambda m: m.get("STATUS", "").startswith(
+        "Serving 4 nvidia.com/gpu, 8 nvidia.com/mig-1g.5gb, 3 nvidia.com/mig-2g.10gb, "
+        "3 nvidia.com/mig-3g.20gb, 1 nvidia.com/mig-4g.20gb, registered with kubelet"))
+
+
+def test_allocate_of_a_mig_device_names_its_uuid(nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket):
+    serve(nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket, '[plugin]\nmig_strategy = "mixed"\n')
+    wait_all(kubelet_peer, MIXED)
+    response = kubelet_peer.allocate("nvidia.com/mig-4g.20gb", 1)
+    assert response.envs["NVIDIA_VISIBLE_DEVICES"] == mig_uuids(a100, 7)[0]
+
+
+def test_an_xid_with_gi_and_ci_marks_exactly_that_mig_device(nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket):
+    daemon = serve(nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket, '[plugin]\nmig_strategy = "mixed"\n')
+    wait_all(kubelet_peer, MIXED)
+    daemon.wait_log("registered nvidia.com/mig-1g.5gb")
+    target = a100.profile["gpus"][4]["mig_devices"][2]
+    a100.control.xid(4, 79, gi=target["gpu_instance_id"], ci=target["compute_instance_id"])
+    kubelet_peer.wait_node_status("nvidia.com/mig-1g.5gb", (7, 8))
+    unhealthy = {d.id for d in kubelet_peer.devices("nvidia.com/mig-1g.5gb") if d.health != "Healthy"}
+    assert unhealthy == {target["uuid"]}
+    assert kubelet_peer.node_status()[GPU] == (4, 4)
+
+
+def test_an_xid_without_instance_marks_every_mig_device_of_the_gpu(
+    nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket
+):
+    serve(nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket, '[plugin]\nmig_strategy = "mixed"\n')
+    wait_all(kubelet_peer, MIXED)
+    a100.control.xid(5, 79)
+    kubelet_peer.wait_node_status("nvidia.com/mig-2g.10gb", (0, 3))
+    kubelet_peer.wait_node_status("nvidia.com/mig-1g.5gb", (7, 8))  # GPU 5's 1g.5gb too
+    assert kubelet_peer.node_status()["nvidia.com/mig-3g.20gb"] == (3, 3)
+
+
+def test_single_on_a_node_mixing_mig_and_whole_gpus_says_why_and_keeps_running(
+    nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket
+):
+    daemon = serve(nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket, '[plugin]\nmig_strategy = "single"\n')
+    _, message = notify_socket.wait_for(lambda m: "READY" in m)
+    status = message["STATUS"]
+    assert "all devices on the node must be configured with the same migEnabled value" in status \
+        or "more than one MIG device type present on node" in status, status
+    assert daemon.proc.poll() is None
+    assert "devices concerned are not advertised" in daemon.log()
+
+
+def test_per_model_names_follow_the_patterns(nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket):
+    config = '[[resources.gpus]]\npattern = "*A100*"\nname = "nvidia.com/a100"\n'
+    serve(nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket, config)
+    kubelet_peer.wait_node_status("nvidia.com/a100", (8, 8))
+    assert GPU not in kubelet_peer.node_status()
+    assert (kubelet_peer.plugin_dir / "nvidia-a100.sock").is_socket()
+
+
+def test_nvdp_devices_lists_the_resources_serve_would_advertise(a100, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[plugin]\nmig_strategy = "mixed"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "nvdp_node", "--config", str(config), "devices", "--json"],
+        capture_output=True, text=True, env={**clean_env(), **a100.env(), "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        check=True,
+    ).stdout
+    resources = json.loads(out)["resources"]
+    assert {name: len(devices) for name, devices in resources.items()} == MIXED
+    assert [d["id"] for d in resources["nvidia.com/mig-4g.20gb"]] == [mig_uuids(a100, 7)[0]]
+    assert resources["nvidia.com/mig-4g.20gb"][0]["index"] == "7:0"
