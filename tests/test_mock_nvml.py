@@ -26,7 +26,7 @@ from tests.mock_nvml import build as build_module
 from tests.mock_nvml.environment import build, subprocess_env
 from tests.mock_nvml.plugin import MockNvml
 
-GPU_PROFILES = ["h100-sxm-8", "a100-mig-8", "t4-1", "none"]
+GPU_PROFILES = ["h100-sxm-8", "a100-mig-8", "h100-mig-8", "h200-mig-8", "a100-single-8", "t4-1", "none"]
 ALL_EVENTS = (
     pynvml.nvmlEventTypeXidCriticalError
     | pynvml.nvmlEventTypeDoubleBitEccError
@@ -991,7 +991,7 @@ def test_write_sysfs_marks_gpus_without_numa_affinity_with_minus_one(mock_nvml: 
 
 
 def test_write_devfs_creates_the_control_nodes_and_one_per_minor(mock_nvml: MockNvml, tmp_path: Path) -> None:
-    node = mock_nvml.use("a100-mig-8")
+    node = mock_nvml.use("h100-sxm-8")
     root = node.write_devfs(tmp_path / "dev")
     minors = [g["minor_number"] for g in node.profile["gpus"]]
     assert sorted(p.name for p in root.iterdir()) == sorted(

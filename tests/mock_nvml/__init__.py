@@ -24,6 +24,7 @@ _EXPORTS = {
     # not the function build(): the name belongs to the submodule (import it from .build or .environment)
     "build": ("EXPORTED_SYMBOLS", "BuildError", "find_nvml_header"),
     "control": ("ERROR_NAMES", "FAULTABLE_FUNCTIONS", "Control"),
+    "mig": ("MigLayoutError", "cap_minor"),
     "environment": (
         "DRIVER_MISSING", "PROFILES_DIR", "MockNode", "is_driver_missing", "load_profile", "prepare",
         "profile_names", "profile_path", "subprocess_env", "sysfs_bus_id",
@@ -47,7 +48,9 @@ __all__ = [
     "PROFILES_DIR",
     "BuildError",
     "Control",
+    "MigLayoutError",
     "MockNode",
+    "cap_minor",
     "find_nvml_header",
     "is_driver_missing",
     "load_profile",

@@ -1,4 +1,4 @@
-"""Fault injection for the mock NVML: XID/ECC events, lost GPUs, failing calls, failing and hung waits.
+"""Fault injection for the mock NVML: XID/ECC events, lost GPUs, MIG re-layouts, failing calls and waits.
 
 Tests (and the demo script) call :class:`Control` to append commands to the
 file named by ``MOCK_NVML_CONTROL``; the mock library in *every* process
@@ -10,18 +10,22 @@ processes never interleave. The line format is documented in
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.mock_nvml import mig
 from tests.mock_nvml.build import EXPORTED_SYMBOLS
 
 GpuRef = int | str
 
 # Exported functions that concern one GPU, so `fail` can target them (the counts concern none).
 FAULTABLE_FUNCTIONS = frozenset(
-    fn for fn in EXPORTED_SYMBOLS if fn.startswith("nvmlDevice") and not fn.startswith("nvmlDeviceGetCount")
+    fn for fn in EXPORTED_SYMBOLS
+    if fn.startswith(("nvmlDevice", "nvmlGpuInstance", "nvmlComputeInstance"))
+    and not fn.startswith("nvmlDeviceGetCount")
 )
 
 # The NVML error names the mock understands (nvmlReturn_t in nvml.h, minus NVML_SUCCESS).
@@ -75,6 +79,69 @@ class Control:
     def lose(self, gpu: GpuRef) -> None:
         """From now on every call on ``gpu`` or its MIG devices returns NVML_ERROR_GPU_IS_LOST."""
         self._append(f"lose gpu={self._gpu(gpu)}")
+
+    def mig(
+        self,
+        gpu: GpuRef,
+        mode: int = 1,
+        devices: Iterable[mig.MigDeviceSpec] = (),
+        *,
+        pending: int | None = None,
+        procfs: str | os.PathLike[str] | None = None,
+        devfs: str | os.PathLike[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Give ``gpu`` a new MIG mode and MIG devices, seen by the next NVML call in every process.
+
+        ``devices`` are profile names of the GPU's catalogue, each one GPU
+        instance with one compute instance (``"1g.10gb"``, ``"1g.10gb+me"``,
+        ``"1c.2g.20gb"``), or tuples of names for compute instances sharing one
+        GPU instance (``("1c.3g.40gb", "2c.3g.40gb")``); they are placed
+        first-fit in order, as ``nvidia-smi mig -cgi ... -C`` would. All MIG
+        devices of the GPU are replaced and get new UUIDs (handles from before
+        are invalid); other GPUs are untouched. ``pending`` (default ``mode``)
+        is the pending mode nvmlDeviceGetMigMode reports; ``mode=0`` takes no
+        devices. Returns the new ``mig_devices`` entries.
+
+        ``procfs``/``devfs`` are roots written by ``MockNode.write_procfs`` /
+        ``write_devfs``: the new layout's capability files and
+        ``nvidia-caps`` nodes are written before the command and the old
+        layout's removed after it, so neither layout is ever seen without its
+        files. Raises ValueError (writing nothing) for a layout the catalogue
+        cannot hold.
+        """
+        if self._profile is None:
+            raise ValueError("Control.mig needs the node's profile (use MockNode.control)")
+        _check_mode("mode", mode)
+        pending = mode if pending is None else pending
+        _check_mode("pending", pending)
+        before = self.current_profile()
+        index = mig.gpu_index(before, self._gpu(gpu))
+        assert index is not None  # _gpu checked it
+        if "mig" not in before["gpus"][index]:
+            raise ValueError(f"GPU {gpu!r} is not MIG-capable (its profile has no \"mig\")")
+        specs = list(devices)
+        if mode == 0 and specs:
+            raise ValueError("MIG devices need mode=1")
+        seq = 1 + sum(line.startswith("mig ") for line in self.lines())
+        planned = mig.plan_layout(before, index, specs, seq=seq) if specs else []
+        line = f"mig gpu={index} mode={mode} pending={pending}"
+        if planned:
+            layout = self.path.with_name(f"{self.path.name}.mig-{seq}.json")
+            if any(c.isspace() for c in str(layout)):
+                raise ValueError(f"the layout file {layout} would contain whitespace, which control lines cannot carry")
+            layout.write_text(json.dumps(planned, indent=2) + "\n")
+            line += f" layout={layout}"
+        after = mig.effective_profile(before, [line])
+        self._sync(procfs, devfs, before, after)
+        self._append(line)
+        self._sync(procfs, devfs, after)
+        return planned
+
+    def current_profile(self) -> dict[str, Any]:
+        """The profile with the ``mig`` commands written so far applied (the MIG layout NVML reports now)."""
+        if self._profile is None:
+            raise ValueError("this Control was made without the node's profile")
+        return mig.effective_profile(self._profile, self.lines())
 
     def fail(self, fn: str, gpu: GpuRef, code_name: str, count: int = -1) -> None:
         """The next ``count`` calls of ``fn`` on ``gpu`` (or its MIG devices), in any process, fail.
@@ -143,9 +210,22 @@ class Control:
             _check_count("gpu", gpu, minimum=0)
         elif not gpu.startswith(("GPU-", "MIG-")) or any(c.isspace() or c == "=" for c in gpu):
             raise ValueError(f"gpu {gpu!r} is neither an index nor a GPU-/MIG- UUID")
-        if self._profile is not None and not _known(self._profile, gpu):
+        if self._profile is not None and not _known(self.current_profile(), gpu):
             raise ValueError(f"gpu {gpu!r} is not a GPU or MIG device of this profile")
         return str(gpu)
+
+    @staticmethod
+    def _sync(procfs: str | os.PathLike[str] | None, devfs: str | os.PathLike[str] | None,
+              *profiles: Mapping[str, Any]) -> None:
+        """Make ``procfs``/``devfs`` hold the MIG files of all ``profiles`` (several: their union)."""
+        if procfs is not None:
+            files: dict[str, str] = {}
+            for profile in profiles:
+                files.update(mig.capability_files(profile))
+            mig.sync_tree(Path(procfs), files, mig.PROCFS_DIRS)
+        if devfs is not None:
+            nodes = {name: "" for profile in profiles for name in mig.cap_device_files(profile)}
+            mig.sync_tree(Path(devfs), nodes, [mig.CAPS_DEVICE_DIR])
 
     def _append(self, line: str) -> None:
         data = (line + "\n").encode()
@@ -161,6 +241,11 @@ class Control:
 def _check_error_name(code_name: str) -> None:
     if code_name not in ERROR_NAMES:
         raise ValueError(f"{code_name!r} is not an NVML error name such as 'NVML_ERROR_UNKNOWN'")
+
+
+def _check_mode(name: str, value: int) -> None:
+    if isinstance(value, bool) or value not in (0, 1):
+        raise ValueError(f"{name} must be 0 (NVML_DEVICE_MIG_DISABLE) or 1 (NVML_DEVICE_MIG_ENABLE), not {value!r}")
 
 
 def _check_count(name: str, value: int, *, minimum: int) -> None:

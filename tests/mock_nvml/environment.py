@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.mock_nvml import mig
 from tests.mock_nvml.build import build  # re-exported: `from tests.mock_nvml.environment import build`
 from tests.mock_nvml.control import Control
 
@@ -153,13 +154,40 @@ class MockNode:
             (device / "numa_node").write_text(f"{-1 if numa is None else numa}\n")
         return root
 
+    def current_profile(self) -> dict[str, Any]:
+        """:attr:`profile` with the ``mig`` control commands so far applied: the MIG layout NVML reports now."""
+        return self.control.current_profile() if self.profile else {}
+
     def write_devfs(self, root: str | os.PathLike[str]) -> Path:
-        """Plain files standing in for ``/dev/nvidiactl``, ``/dev/nvidia-uvm`` and ``/dev/nvidia<minor>``."""
+        """Plain files standing in for ``/dev/nvidiactl``, ``/dev/nvidia-uvm`` and ``/dev/nvidia<minor>``.
+
+        With MIG devices in the current layout, also ``nvidia-caps/nvidia-cap<minor>`` for the MIG
+        config/monitor capabilities and each GPU/compute instance (others there are removed).
+        """
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         names = ["nvidiactl", "nvidia-uvm"] + [f"nvidia{g['minor_number']}" for g in self.profile.get("gpus", [])]
         for name in names:
             (root / name).touch()
+        current = self.current_profile()
+        if any(g.get("mig_devices") for g in current.get("gpus", [])):
+            mig.sync_tree(root, dict.fromkeys(mig.cap_device_files(current), ""), [mig.CAPS_DEVICE_DIR])
+        return root
+
+    def write_procfs(self, root: str | os.PathLike[str]) -> Path:
+        """The MIG capability files a driver shows under ``<root>`` (``/proc``) for the current layout.
+
+        ``driver/nvidia/capabilities/gpu<minor>/mig/gi<G>/access`` and
+        ``…/gi<G>/ci<C>/access`` (``DeviceFileMinor: <n>``, ``DeviceFileMode:
+        292``, ``DeviceFileModify: 1``), ``…/capabilities/mig/{config,monitor}``
+        and ``driver/nvidia-caps/mig-minors``, with the driver's minor
+        numbering. Call again after a re-layout (or pass ``procfs=`` to
+        ``Control.mig``): files of vanished instances are removed, kept ones
+        are never absent. Nothing is written for a node without MIG-capable GPUs.
+        """
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        mig.sync_tree(root, mig.capability_files(self.current_profile()), mig.PROCFS_DIRS)
         return root
 
 

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE /* dladdr */
 #include "control.h"
 
+#include "mig.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -89,12 +91,14 @@ static const char *arg(char *const *keys, char *const *values, int n, const char
 /*
  * Whether `fail fn=<name>` can ever fire: the name must be exported by this
  * library (looked up in our own dynamic symbol table, so the list cannot go
- * stale) and be a per-GPU function; the device counts concern no GPU.
+ * stale) and be a per-GPU function (a device, GPU instance or compute
+ * instance query); the device counts concern no GPU.
  */
 static int faultable(const char *fn)
 {
-    if (strncmp(fn, "nvmlDevice", 10) != 0 || strncmp(fn, "nvmlDeviceGetCount", 18) == 0 ||
-        strlen(fn) >= MOCK_FN_LEN)
+    int per_gpu = strncmp(fn, "nvmlDevice", 10) == 0 || strncmp(fn, "nvmlGpuInstance", 15) == 0 ||
+                  strncmp(fn, "nvmlComputeInstance", 19) == 0;
+    if (!per_gpu || strncmp(fn, "nvmlDeviceGetCount", 18) == 0 || strlen(fn) >= MOCK_FN_LEN)
         return 0;
     Dl_info self;
     if (!dladdr((void *)mock_control_open, &self) || !self.dli_fname)
@@ -155,7 +159,7 @@ static int add_event(mock_control *ctl, const mock_event *event)
     return 1;
 }
 
-static void apply_line(mock_control *ctl, const mock_node *node, long long offset, char *line)
+static void apply_line(mock_control *ctl, mock_node *node, long long offset, char *line)
 {
     char original[256];
     snprintf(original, sizeof original, "%s", line);
@@ -230,6 +234,30 @@ static void apply_line(mock_control *ctl, const mock_node *node, long long offse
         ctl->lost[gpu] = 1;
         return;
     }
+    if (strcmp(command, "mig") == 0) {
+        const char *mode = arg(keys, values, n, "mode");
+        const char *pending = arg(keys, values, n, "pending");
+        const char *layout = arg(keys, values, n, "layout");
+        long long m, p;
+        if (!mode || !parse_ll(mode, &m) || (m != 0 && m != 1) ||
+            (pending && (!parse_ll(pending, &p) || (p != 0 && p != 1)))) {
+            warn_line(ctl, offset, original, "expected mode=0|1 [pending=0|1] [layout=<JSON file>]");
+            return;
+        }
+        if (!pending)
+            p = m;
+        char problem[512];
+        if (!mock_mig_relayout(node, gpu, (unsigned)m, (unsigned)p, layout, problem, sizeof problem)) {
+            warn_line(ctl, offset, original, problem);
+            return;
+        }
+        /* delivered to sets that registered nvmlEventMigConfigChange, as the driver does */
+        mock_event ev = {.offset = offset, .gpu = gpu, .type = nvmlEventMigConfigChange,
+                         .gpu_instance_id = 0xFFFFFFFFu, .compute_instance_id = 0xFFFFFFFFu};
+        if (!add_event(ctl, &ev))
+            warn_line(ctl, offset, original, "out of memory");
+        return;
+    }
     if (strcmp(command, "fail") == 0) {
         const char *fn = arg(keys, values, n, "fn");
         const char *code = arg(keys, values, n, "code");
@@ -290,7 +318,7 @@ static void apply_line(mock_control *ctl, const mock_node *node, long long offse
         warn_line(ctl, offset, original, "out of memory");
 }
 
-void mock_control_refresh(mock_control *ctl, const mock_node *node)
+void mock_control_refresh(mock_control *ctl, mock_node *node)
 {
     if (!ctl->path[0])
         return;
@@ -339,7 +367,7 @@ void mock_control_refresh(mock_control *ctl, const mock_node *node)
  * is claimed by appending a "<consumed> of=<offset>" line under flock, so the
  * count holds across every process sharing the control file.
  */
-static nvmlReturn_t take(mock_control *ctl, const mock_node *node, long long offset, const char *consumed)
+static nvmlReturn_t take(mock_control *ctl, mock_node *node, long long offset, const char *consumed)
 {
     const mock_injection *injection = find_injection(ctl, offset);
     if (!injection || injection->count == 0)
@@ -370,12 +398,12 @@ static nvmlReturn_t take(mock_control *ctl, const mock_node *node, long long off
     return rc;
 }
 
-nvmlReturn_t mock_control_take_wait_error(mock_control *ctl, const mock_node *node)
+nvmlReturn_t mock_control_take_wait_error(mock_control *ctl, mock_node *node)
 {
     return take(ctl, node, ctl->wait_error.offset, "wait_error_consumed");
 }
 
-long long mock_control_take_wait_hang(mock_control *ctl, const mock_node *node, long long *offset)
+long long mock_control_take_wait_hang(mock_control *ctl, mock_node *node, long long *offset)
 {
     const long long at = ctl->wait_hang.offset;
     const long long ms = ctl->wait_hang_ms;
@@ -402,7 +430,7 @@ static int covers(const char *fault_fn, const char *function)
     return 1;
 }
 
-nvmlReturn_t mock_control_take_fault(mock_control *ctl, const mock_node *node, const char *function, unsigned gpu)
+nvmlReturn_t mock_control_take_fault(mock_control *ctl, mock_node *node, const char *function, unsigned gpu)
 {
     for (size_t i = 0; i < ctl->fault_count; i++) {
         const mock_fault *fault = &ctl->faults[i];

@@ -1,13 +1,14 @@
 /*
  * The runtime control file (MOCK_NVML_CONTROL): an append-only text file that
  * tests write through tests/mock_nvml/control.py to inject XID/ECC events,
- * lose GPUs, make single per-GPU calls fail and make nvmlEventSetWait fail
- * or hang, in every process using the mock.
+ * lose GPUs, change a GPU's MIG layout, make single per-GPU calls fail and
+ * make nvmlEventSetWait fail or hang, in every process using the mock.
  *
  * One command per line, "<command> key=value ...":
  *   xid gpu=<ref> xid=<n> [gi=<n> ci=<n>]
  *   ecc gpu=<ref> bits=single|double
  *   lose gpu=<ref>
+ *   mig gpu=<ref> mode=0|1 [pending=0|1] [layout=<JSON file: the new "mig_devices" array>]
  *   fail fn=<nvmlDevice... function> gpu=<ref> code=<NVML_ERROR_NAME> [count=<n|-1>]
  *   wait_error code=<NVML_ERROR_NAME> count=<n|-1>
  *   wait_hang ms=<n> [count=<n|-1>]                                     (count defaults to 1)
@@ -15,7 +16,8 @@
  *   fail_consumed of=<offset of the fail line> pid=<pid>               (written by the mock)
  *   wait_hang_consumed of=<offset of the wait_hang line> pid=<pid>     (written by the mock)
  *   clear
- * fn= names an exported per-GPU function; a name without a "_v<n>" suffix
+ * fn= names an exported per-GPU function (nvmlDevice*, nvmlGpuInstance*,
+ * nvmlComputeInstance*); a name without a "_v<n>" suffix
  * also covers its versioned variants (nvmlDeviceGetPciInfo covers _v2, _v3).
  * <ref> is an NVML index, a "GPU-..." UUID or a "MIG-..." UUID (which means its
  * parent GPU, with the MIG device's GPU/compute instance ids unless given).
@@ -74,13 +76,13 @@ void mock_control_open(mock_control *ctl, const char *path);
 void mock_control_close(mock_control *ctl);
 
 /* Read commands appended since the last call (cheap when the file has not grown). */
-void mock_control_refresh(mock_control *ctl, const mock_node *node);
+void mock_control_refresh(mock_control *ctl, mock_node *node);
 
 /*
  * If an injected wait error is active, take one (counted across processes
  * under flock) and return its code; otherwise NVML_SUCCESS.
  */
-nvmlReturn_t mock_control_take_wait_error(mock_control *ctl, const mock_node *node);
+nvmlReturn_t mock_control_take_wait_error(mock_control *ctl, mock_node *node);
 
 /*
  * If an injected wait hang is active, take one (counted like wait errors) and
@@ -88,12 +90,12 @@ nvmlReturn_t mock_control_take_wait_error(mock_control *ctl, const mock_node *no
  * *offset; 0 when no hang applies. The hang ends early once that command is
  * no longer ctl->wait_hang (a `clear` or a newer `wait_hang` line).
  */
-long long mock_control_take_wait_hang(mock_control *ctl, const mock_node *node, long long *offset);
+long long mock_control_take_wait_hang(mock_control *ctl, mock_node *node, long long *offset);
 
 /*
  * If a `fail` command covers this call of `function` on GPU `gpu`, take one
  * (counted like wait errors) and return its code; otherwise NVML_SUCCESS.
  */
-nvmlReturn_t mock_control_take_fault(mock_control *ctl, const mock_node *node, const char *function, unsigned gpu);
+nvmlReturn_t mock_control_take_fault(mock_control *ctl, mock_node *node, const char *function, unsigned gpu);
 
 #endif

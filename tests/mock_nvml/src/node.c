@@ -8,9 +8,9 @@
 #include "node.h"
 
 #include "json.h"
+#include "loader.h"
+#include "mig.h"
 
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,111 +166,6 @@ static int is_canonical_bus_id(const char *text, mock_pci_address *out)
     return 1;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Typed accessors with JSON-path error messages                             */
-
-typedef struct {
-    char *err;
-    size_t errlen;
-    int failed;
-} loader;
-
-static int bad(loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int bad(loader *ld, const char *fmt, ...)
-{
-    if (!ld->failed) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(ld->err, ld->errlen, fmt, ap);
-        va_end(ap);
-        ld->failed = 1;
-    }
-    return 0;
-}
-
-static int check_keys(loader *ld, const json_value *obj, const char *where, const char *const *allowed)
-{
-    if (!obj || obj->type != JSON_OBJECT)
-        return bad(ld, "%s: expected an object, got %s", where, obj ? json_type_name(obj->type) : "nothing");
-    for (size_t i = 0; i < obj->count; i++) {
-        int known = 0;
-        for (const char *const *a = allowed; *a; a++)
-            if (strcmp(*a, obj->keys[i]) == 0)
-                known = 1;
-        if (!known) {
-            char list[512] = "";
-            for (const char *const *a = allowed; *a; a++) {
-                strncat(list, *a, sizeof list - strlen(list) - 1);
-                if (a[1])
-                    strncat(list, ", ", sizeof list - strlen(list) - 1);
-            }
-            return bad(ld, "%s: unknown key \"%s\" (allowed: %s)", where, obj->keys[i], list);
-        }
-    }
-    return 1;
-}
-
-static const json_value *member(loader *ld, const json_value *obj, const char *where, const char *key, int required)
-{
-    const json_value *v = json_get(obj, key);
-    if (!v && required)
-        bad(ld, "%s: missing required key \"%s\"", where, key);
-    return v;
-}
-
-static int get_string(loader *ld, const json_value *obj, const char *where, const char *key, int required,
-                      char *out, size_t outlen)
-{
-    const json_value *v = member(ld, obj, where, key, required);
-    if (!v)
-        return !ld->failed;
-    if (v->type != JSON_STRING)
-        return bad(ld, "%s.%s: expected a string, got %s", where, key, json_type_name(v->type));
-    if (strlen(v->string) + 1 > outlen)
-        return bad(ld, "%s.%s: \"%s\" is longer than %zu characters", where, key, v->string, outlen - 1);
-    if (!*v->string)
-        return bad(ld, "%s.%s: must not be empty", where, key);
-    strcpy(out, v->string);
-    return 1;
-}
-
-static int get_integer(loader *ld, const json_value *obj, const char *where, const char *key, int required,
-                       long long min, long long max, long long *out)
-{
-    const json_value *v = member(ld, obj, where, key, required);
-    if (!v)
-        return !ld->failed;
-    if (v->type != JSON_NUMBER || !v->is_integer)
-        return bad(ld, "%s.%s: expected an integer, got %s", where, key,
-                   v->type == JSON_NUMBER ? "a non-integer number" : json_type_name(v->type));
-    if (v->integer < min || v->integer > max)
-        return bad(ld, "%s.%s: %lld is out of range [%lld, %lld]", where, key, v->integer, min, max);
-    *out = v->integer;
-    return 1;
-}
-
-static int get_uint(loader *ld, const json_value *obj, const char *where, const char *key, int required,
-                    unsigned *out)
-{
-    long long v;
-    if (!get_integer(ld, obj, where, key, required, 0, 0xFFFFFFFFLL, &v))
-        return 0;
-    if (json_get(obj, key))
-        *out = (unsigned)v;
-    return 1;
-}
-
-static int get_bytes(loader *ld, const json_value *obj, const char *where, const char *key, int required,
-                     unsigned long long *out)
-{
-    long long v;
-    if (!get_integer(ld, obj, where, key, required, 0, 0x7FFFFFFFFFFFFFFFLL, &v))
-        return 0;
-    if (json_get(obj, key))
-        *out = (unsigned long long)v;
-    return 1;
-}
 
 /* A 32-bit id written as a hex string ("0x233010DE") or as an integer. */
 static int get_id32(loader *ld, const json_value *obj, const char *where, const char *key, unsigned *out)
@@ -289,51 +184,6 @@ static int get_id32(loader *ld, const json_value *obj, const char *where, const 
     return get_uint(ld, obj, where, key, 1, out);
 }
 
-static int get_bool(loader *ld, const json_value *obj, const char *where, const char *key, int *out)
-{
-    const json_value *v = json_get(obj, key);
-    if (!v)
-        return 1;
-    if (v->type != JSON_BOOL)
-        return bad(ld, "%s.%s: expected true or false, got %s", where, key, json_type_name(v->type));
-    *out = v->boolean;
-    return 1;
-}
-
-static int get_error(loader *ld, const json_value *obj, const char *where, const char *key, nvmlReturn_t *out)
-{
-    const json_value *v = json_get(obj, key);
-    *out = NVML_SUCCESS;
-    if (!v || v->type == JSON_NULL)
-        return 1;
-    if (v->type != JSON_STRING || !mock_error_from_name(v->string, out) || *out == NVML_SUCCESS)
-        return bad(ld, "%s.%s: expected an NVML error name such as \"NVML_ERROR_DRIVER_NOT_LOADED\", got %s%s%s",
-                   where, key, v->type == JSON_STRING ? "\"" : "",
-                   v->type == JSON_STRING ? v->string : json_type_name(v->type), v->type == JSON_STRING ? "\"" : "");
-    return 1;
-}
-
-static int get_memory(loader *ld, const json_value *obj, const char *where, mock_memory *mem)
-{
-    static const char *const keys[] = {"total", "free", "used", "reserved", NULL};
-    char w[128];
-    snprintf(w, sizeof w, "%s.memory", where);
-    const json_value *m = member(ld, obj, where, "memory", 1);
-    if (!m || !check_keys(ld, m, w, keys))
-        return 0;
-    mem->reserved = 0;
-    if (!get_bytes(ld, m, w, "total", 1, &mem->total) || !get_bytes(ld, m, w, "free", 1, &mem->free) ||
-        !get_bytes(ld, m, w, "used", 1, &mem->used) || !get_bytes(ld, m, w, "reserved", 0, &mem->reserved))
-        return 0;
-    if (mem->total == 0)
-        return bad(ld, "%s.total: must be positive", w);
-    if (mem->free + mem->used != mem->total)
-        return bad(ld, "%s: free (%llu) + used (%llu) must equal total (%llu); used includes reserved", w, mem->free,
-                   mem->used, mem->total);
-    if (mem->reserved > mem->used)
-        return bad(ld, "%s: reserved (%llu) must not exceed used (%llu)", w, mem->reserved, mem->used);
-    return 1;
-}
 
 static const struct {
     const char *name;
@@ -407,49 +257,6 @@ static int get_level(loader *ld, const json_value *obj, const char *where, nvmlG
 /* ------------------------------------------------------------------------ */
 /* Sections                                                                  */
 
-static int load_mig(loader *ld, const json_value *m, const char *where, mock_gpu *gpu, mock_mig *mig)
-{
-    static const char *const keys[] = {"index", "uuid", "name", "profile", "gpu_instance_id",
-                                       "compute_instance_id", "memory", "attributes", NULL};
-    static const char *const attr_keys[] = {"multiprocessor_count", "shared_copy_engine_count",
-                                            "shared_decoder_count", "shared_encoder_count",
-                                            "shared_jpeg_count", "shared_ofa_count",
-                                            "gpu_instance_slice_count", "compute_instance_slice_count",
-                                            "memory_size_mb", NULL};
-    if (!check_keys(ld, m, where, keys) || !get_uint(ld, m, where, "index", 1, &mig->index) ||
-        !get_string(ld, m, where, "uuid", 1, mig->uuid, sizeof mig->uuid) ||
-        !get_string(ld, m, where, "profile", 1, mig->profile, sizeof mig->profile) ||
-        !get_uint(ld, m, where, "gpu_instance_id", 1, &mig->gpu_instance_id) ||
-        !get_uint(ld, m, where, "compute_instance_id", 1, &mig->compute_instance_id) ||
-        !get_memory(ld, m, where, &mig->memory))
-        return 0;
-    if (strncmp(mig->uuid, "MIG-", 4) != 0)
-        return bad(ld, "%s.uuid: \"%s\" must start with \"MIG-\"", where, mig->uuid);
-    if (json_get(m, "name")) {
-        if (!get_string(ld, m, where, "name", 1, mig->name, sizeof mig->name))
-            return 0;
-    } else if ((size_t)snprintf(mig->name, sizeof mig->name, "%s MIG %s", gpu->name, mig->profile) >= sizeof mig->name) {
-        return bad(ld, "%s: the derived MIG device name is too long; set \"name\"", where);
-    }
-    char w[128];
-    snprintf(w, sizeof w, "%s.attributes", where);
-    const json_value *a = member(ld, m, where, "attributes", 1);
-    nvmlDeviceAttributes_t *at = &mig->attributes;
-    long long mb;
-    if (!a || !check_keys(ld, a, w, attr_keys) || !get_uint(ld, a, w, "multiprocessor_count", 1, &at->multiprocessorCount) ||
-        !get_uint(ld, a, w, "shared_copy_engine_count", 1, &at->sharedCopyEngineCount) ||
-        !get_uint(ld, a, w, "shared_decoder_count", 1, &at->sharedDecoderCount) ||
-        !get_uint(ld, a, w, "shared_encoder_count", 1, &at->sharedEncoderCount) ||
-        !get_uint(ld, a, w, "shared_jpeg_count", 1, &at->sharedJpegCount) ||
-        !get_uint(ld, a, w, "shared_ofa_count", 1, &at->sharedOfaCount) ||
-        !get_uint(ld, a, w, "gpu_instance_slice_count", 1, &at->gpuInstanceSliceCount) ||
-        !get_uint(ld, a, w, "compute_instance_slice_count", 1, &at->computeInstanceSliceCount) ||
-        !get_integer(ld, a, w, "memory_size_mb", 1, 1, 0x7FFFFFFFFFFFFFFFLL, &mb))
-        return 0;
-    at->memorySizeMB = (unsigned long long)mb;
-    return 1;
-}
-
 static int load_links(loader *ld, const json_value *g, const char *where, mock_gpu *gpu)
 {
     static const char *const keys[] = {"link", "remote_bus_id", "remote_pci_device_id", "active", NULL};
@@ -484,13 +291,12 @@ static int load_links(loader *ld, const json_value *g, const char *where, mock_g
     return 1;
 }
 
-static int load_gpu(loader *ld, const json_value *g, unsigned position, mock_gpu *gpu)
+static int load_gpu(loader *ld, const json_value *g, unsigned position, mock_node *node, mock_gpu *gpu)
 {
     static const char *const keys[] = {"index", "uuid", "name", "brand", "minor_number", "pci", "memory",
                                        "numa_node", "compute_capability", "mig", "mig_devices",
                                        "supported_events", "register_events_error", "nvlinks", NULL};
     static const char *const pci_keys[] = {"bus_id", "device_id", "subsystem_id", NULL};
-    static const char *const mig_keys[] = {"current", "pending", "max_devices", NULL};
     char where[64];
     snprintf(where, sizeof where, "gpus[%u]", position);
     if (!check_keys(ld, g, where, keys) || !get_uint(ld, g, where, "index", 1, &gpu->index) ||
@@ -563,51 +369,7 @@ static int load_gpu(loader *ld, const json_value *g, unsigned position, mock_gpu
     gpu->cc_major = (int)cc->items[0]->integer;
     gpu->cc_minor = (int)cc->items[1]->integer;
 
-    const json_value *mig = json_get(g, "mig");
-    if (mig) {
-        snprintf(w, sizeof w, "%s.mig", where);
-        if (!check_keys(ld, mig, w, mig_keys) || !get_uint(ld, mig, w, "current", 1, &gpu->mig_current) ||
-            !get_uint(ld, mig, w, "pending", 1, &gpu->mig_pending))
-            return 0;
-        if (gpu->mig_current > 1 || gpu->mig_pending > 1)
-            return bad(ld, "%s: current and pending must be 0 (NVML_DEVICE_MIG_DISABLE) or 1 (NVML_DEVICE_MIG_ENABLE)", w);
-        gpu->mig_capable = 1;
-        gpu->mig_max_devices = gpu->mig_current ? 7 : 0;
-        if (!get_uint(ld, mig, w, "max_devices", 0, &gpu->mig_max_devices))
-            return 0;
-        if (gpu->mig_max_devices > MOCK_MAX_MIG)
-            return bad(ld, "%s.max_devices: at most %d supported by the mock", w, MOCK_MAX_MIG);
-    }
-
-    const json_value *migs = json_get(g, "mig_devices");
-    if (migs) {
-        if (migs->type != JSON_ARRAY)
-            return bad(ld, "%s.mig_devices: expected an array, got %s", where, json_type_name(migs->type));
-        if (migs->count && (!gpu->mig_capable || gpu->mig_current != 1))
-            return bad(ld, "%s.mig_devices: MIG devices need \"mig\": {\"current\": 1, ...}", where);
-        if (migs->count > gpu->mig_max_devices)
-            return bad(ld, "%s.mig_devices: %zu devices exceed mig.max_devices (%u)", where, migs->count,
-                       gpu->mig_max_devices);
-        for (size_t i = 0; i < migs->count; i++) {
-            char mw[96];
-            snprintf(mw, sizeof mw, "%s.mig_devices[%zu]", where, i);
-            mock_mig *m = &gpu->mig[i];
-            if (!load_mig(ld, migs->items[i], mw, gpu, m))
-                return 0;
-            if (m->index >= gpu->mig_max_devices)
-                return bad(ld, "%s.index: %u is not below mig.max_devices (%u)", mw, m->index, gpu->mig_max_devices);
-            for (size_t k = 0; k < i; k++) {
-                if (gpu->mig[k].index == m->index)
-                    return bad(ld, "%s.index: %u is already used by mig_devices[%zu]", mw, m->index, k);
-                if (gpu->mig[k].gpu_instance_id == m->gpu_instance_id &&
-                    gpu->mig[k].compute_instance_id == m->compute_instance_id)
-                    return bad(ld, "%s: GPU instance %u / compute instance %u is already used by mig_devices[%zu]",
-                               mw, m->gpu_instance_id, m->compute_instance_id, k);
-            }
-        }
-        gpu->mig_count = (unsigned)migs->count;
-    }
-    return 1;
+    return mock_mig_load_gpu(ld, g, where, node, gpu);
 }
 
 static int load_topology(loader *ld, const json_value *root, mock_node *node)
@@ -701,50 +463,12 @@ static int check_unique(loader *ld, const mock_node *node)
     return 1;
 }
 
-static char *read_file(const char *path, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "cannot open: %s", strerror(errno));
-        return NULL;
-    }
-    size_t cap = 8192, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-        if (len < cap - 1)
-            break;
-        cap *= 2;
-        char *nb = realloc(buf, cap);
-        if (!nb)
-            free(buf);
-        buf = nb;
-    }
-    int failed = ferror(f);
-    fclose(f);
-    if (!buf) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    if (failed) {
-        free(buf);
-        snprintf(err, errlen, "read error");
-        return NULL;
-    }
-    buf[len] = '\0';
-    if (strlen(buf) != len) {
-        free(buf);
-        snprintf(err, errlen, "file contains a NUL byte");
-        return NULL;
-    }
-    return buf;
-}
 
 int mock_node_load(const char *path, mock_node *node, char *err, size_t errlen)
 {
     static const char *const keys[] = {"description", "driver_version", "cuda_driver_version", "nvml_version",
-                                       "cuda_library_present", "init_error", "topology", "gpus", NULL};
+                                       "cuda_library_present", "init_error", "topology", "mig_catalogues", "gpus",
+                                       NULL};
     memset(node, 0, sizeof *node);
     snprintf(node->path, sizeof node->path, "%s", path);
     char jerr[256];
@@ -770,6 +494,7 @@ int mock_node_load(const char *path, mock_node *node, char *err, size_t errlen)
     node->cuda_driver_version = (int)cuda;
     node->cuda_library_present = 1;
     ok = ok && get_bool(&ld, root, "(top level)", "cuda_library_present", &node->cuda_library_present);
+    ok = ok && mock_mig_load_catalogues(&ld, root, node);
     const json_value *gpus = ok ? member(&ld, root, "(top level)", "gpus", 1) : NULL;
     if (gpus && gpus->type != JSON_ARRAY)
         ok = bad(&ld, "gpus: expected an array, got %s", json_type_name(gpus->type));
@@ -777,7 +502,7 @@ int mock_node_load(const char *path, mock_node *node, char *err, size_t errlen)
         ok = bad(&ld, "gpus: %zu GPUs; the mock supports at most %d", gpus->count, MOCK_MAX_GPUS);
     if (ok && gpus) {
         for (size_t i = 0; ok && i < gpus->count; i++)
-            ok = load_gpu(&ld, gpus->items[i], (unsigned)i, &node->gpus[i]);
+            ok = load_gpu(&ld, gpus->items[i], (unsigned)i, node, &node->gpus[i]);
         node->gpu_count = (unsigned)gpus->count;
     }
     ok = ok && !ld.failed && check_unique(&ld, node) && load_topology(&ld, root, node);

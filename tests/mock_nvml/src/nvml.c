@@ -9,10 +9,10 @@
  *
  * All state sits behind one mutex because ctypes releases the GIL around
  * foreign calls: a health-check thread blocked in nvmlEventSetWait and an
- * enumerating thread really do call in concurrently.
+ * enumerating thread really do call in concurrently. The MIG entry points
+ * live in nvml_mig.c and share this state through nvml_internal.h.
  */
-#include "control.h"
-#include "node.h"
+#include "nvml_internal.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -23,14 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define EXPORT __attribute__((visibility("default")))
 #define POLL_INTERVAL_NS (5 * 1000 * 1000L)
 #define SET_MAGIC 0x6e766d6cu
-
-struct nvmlDevice_st {
-    unsigned gpu;
-    int mig; /* position in mock_gpu.mig, or -1 for the GPU itself */
-};
 
 typedef struct {
     unsigned gpu;
@@ -46,21 +40,20 @@ struct nvmlEventSet_st {
     struct nvmlEventSet_st *next;
 };
 
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned g_refcount;
+pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+unsigned g_refcount;
+mock_node *g_node;
+mock_control g_ctl;
+const char *g_call;
 static unsigned long g_generation; /* bumped by every real shutdown */
-static mock_node *g_node;
-static mock_control g_ctl;
 static struct nvmlEventSet_st *g_sets;
-static struct nvmlDevice_st g_gpu_handles[MOCK_MAX_GPUS];
-static struct nvmlDevice_st g_mig_handles[MOCK_MAX_GPUS][MOCK_MAX_MIG];
-static const char *g_call; /* the exported function being served, for `fail fn=` faults */
+/* GPU handles first, then MIG device handles by (GPU, bank, position in mock_gpu.mig) */
+static unsigned char g_device_arena[MOCK_MAX_GPUS + MOCK_MAX_GPUS * MOCK_BANKS * MOCK_MAX_MIG];
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
 
-/* MOCK_NVML_CALL_LOG: "<pid> <function>" per call, one O_APPEND write each. */
-static void trace(const char *function)
+void trace(const char *function)
 {
     const char *path = getenv("MOCK_NVML_CALL_LOG");
     if (!path || !*path)
@@ -75,62 +68,47 @@ static void trace(const char *function)
     close(fd);
 }
 
-#define ENTER()                          \
-    do {                                 \
-        trace(__func__);                 \
-        pthread_mutex_lock(&g_lock);     \
-        g_call = __func__;               \
-    } while (0)
-
-#define LEAVE(rc)                        \
-    do {                                 \
-        nvmlReturn_t rc_ = (rc);         \
-        pthread_mutex_unlock(&g_lock);   \
-        return rc_;                      \
-    } while (0)
-
-static void refresh(void)
+void refresh(void)
 {
     mock_control_refresh(&g_ctl, g_node);
 }
 
-static int resolve(nvmlDevice_t handle, mock_gpu **gpu, mock_mig **mig)
+int resolve(nvmlDevice_t handle, mock_gpu **gpu, mock_mig **mig)
 {
-    uintptr_t p = (uintptr_t)handle;
-    uintptr_t g0 = (uintptr_t)g_gpu_handles, m0 = (uintptr_t)g_mig_handles;
-    const size_t size = sizeof(struct nvmlDevice_st);
-    if (p >= g0 && p < g0 + sizeof g_gpu_handles && (p - g0) % size == 0) {
-        size_t i = (p - g0) / size;
+    uintptr_t p = (uintptr_t)(void *)handle, base = (uintptr_t)g_device_arena;
+    if (p < base || p >= base + sizeof g_device_arena)
+        return 0;
+    size_t i = p - base;
+    if (i < MOCK_MAX_GPUS) {
         if (i >= g_node->gpu_count)
             return 0;
         *gpu = &g_node->gpus[i];
         *mig = NULL;
         return 1;
     }
-    if (p >= m0 && p < m0 + sizeof g_mig_handles && (p - m0) % size == 0) {
-        size_t i = (p - m0) / size;
-        size_t g = i / MOCK_MAX_MIG, m = i % MOCK_MAX_MIG;
-        if (g >= g_node->gpu_count || m >= g_node->gpus[g].mig_count)
-            return 0;
-        *gpu = &g_node->gpus[g];
-        *mig = &g_node->gpus[g].mig[m];
-        return 1;
-    }
-    return 0;
+    i -= MOCK_MAX_GPUS;
+    size_t m = i % MOCK_MAX_MIG, bank = i / MOCK_MAX_MIG % MOCK_BANKS, g = i / MOCK_MAX_MIG / MOCK_BANKS;
+    if (g >= g_node->gpu_count || bank != g_node->gpus[g].layout_generation % MOCK_BANKS ||
+        m >= g_node->gpus[g].mig_count)
+        return 0;
+    *gpu = &g_node->gpus[g];
+    *mig = &g_node->gpus[g].mig[m];
+    return 1;
 }
 
-static nvmlDevice_t gpu_handle(const mock_gpu *gpu)
+nvmlDevice_t gpu_handle(const mock_gpu *gpu)
 {
-    return &g_gpu_handles[gpu->index];
+    return (nvmlDevice_t)(void *)&g_device_arena[gpu->index];
 }
 
-static nvmlDevice_t mig_handle(const mock_gpu *gpu, const mock_mig *mig)
+nvmlDevice_t mig_handle(const mock_gpu *gpu, const mock_mig *mig)
 {
-    return &g_mig_handles[gpu->index][mig - gpu->mig];
+    size_t bank = gpu->layout_generation % MOCK_BANKS;
+    size_t slot = MOCK_MAX_GPUS + ((size_t)gpu->index * MOCK_BANKS + bank) * MOCK_MAX_MIG + (size_t)(mig - gpu->mig);
+    return (nvmlDevice_t)(void *)&g_device_arena[slot];
 }
 
-/* A call that concerns `gpu` (or one of its MIG devices): lost, or failed by a `fail fn=` fault. */
-static nvmlReturn_t check_gpu(const mock_gpu *gpu)
+nvmlReturn_t check_gpu(const mock_gpu *gpu)
 {
     refresh();
     if (g_ctl.lost[gpu->index])
@@ -138,21 +116,17 @@ static nvmlReturn_t check_gpu(const mock_gpu *gpu)
     return mock_control_take_fault(&g_ctl, g_node, g_call, gpu->index);
 }
 
-/*
- * The common prologue of device queries, in NVML's order: initialised, valid
- * handle, valid output arguments, then the GPU (or a MIG device's parent) not
- * lost and not failed by an injected fault.
- */
-static nvmlReturn_t device_begin(nvmlDevice_t device, mock_gpu **gpu, mock_mig **mig, int args_ok)
+nvmlReturn_t device_begin(nvmlDevice_t device, mock_gpu **gpu, mock_mig **mig, int args_ok)
 {
     if (g_refcount == 0)
         return NVML_ERROR_UNINITIALIZED;
+    refresh(); /* a `mig` command may have replaced the MIG device this handle named */
     if (!resolve(device, gpu, mig) || !args_ok)
         return NVML_ERROR_INVALID_ARGUMENT;
     return check_gpu(*gpu);
 }
 
-static nvmlReturn_t copy_string(char *dst, unsigned int length, const char *src)
+nvmlReturn_t copy_string(char *dst, unsigned int length, const char *src)
 {
     if (strlen(src) + 1 > length)
         return NVML_ERROR_INSUFFICIENT_SIZE;
@@ -251,11 +225,6 @@ static nvmlReturn_t init(unsigned int flags, int legacy)
         return rc;
     }
     g_node = node;
-    for (unsigned g = 0; g < MOCK_MAX_GPUS; g++) {
-        g_gpu_handles[g] = (struct nvmlDevice_st){.gpu = g, .mig = -1};
-        for (unsigned m = 0; m < MOCK_MAX_MIG; m++)
-            g_mig_handles[g][m] = (struct nvmlDevice_st){.gpu = g, .mig = (int)m};
-    }
     mock_control_open(&g_ctl, getenv("MOCK_NVML_CONTROL"));
     refresh();
     if (legacy) {
@@ -424,6 +393,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *de
         LEAVE(NVML_ERROR_UNINITIALIZED);
     if (!uuid || !device || (strncmp(uuid, "GPU-", 4) != 0 && strncmp(uuid, "MIG-", 4) != 0))
         LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    refresh(); /* MIG UUIDs change with `mig` commands */
     for (unsigned g = 0; g < g_node->gpu_count; g++) {
         mock_gpu *gpu = &g_node->gpus[g];
         nvmlDevice_t found = NULL;
@@ -616,136 +586,6 @@ EXPORT nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int 
 }
 
 /* ------------------------------------------------------------------------ */
-/* MIG                                                                       */
-
-EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *currentMode, unsigned int *pendingMode)
-{
-    ENTER();
-    mock_gpu *gpu;
-    mock_mig *mig;
-    nvmlReturn_t rc = device_begin(device, &gpu, &mig, currentMode && pendingMode);
-    if (rc == NVML_SUCCESS && (mig || !gpu->mig_capable))
-        rc = NVML_ERROR_NOT_SUPPORTED;
-    if (rc == NVML_SUCCESS) {
-        *currentMode = gpu->mig_current;
-        *pendingMode = gpu->mig_pending;
-    }
-    LEAVE(rc);
-}
-
-EXPORT nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count)
-{
-    ENTER();
-    mock_gpu *gpu;
-    mock_mig *mig;
-    nvmlReturn_t rc = device_begin(device, &gpu, &mig, count != NULL);
-    if (rc == NVML_SUCCESS && mig)
-        rc = NVML_ERROR_NOT_SUPPORTED;
-    if (rc == NVML_SUCCESS)
-        *count = gpu->mig_capable ? gpu->mig_max_devices : 0; /* zero if MIG is unsupported or disabled */
-    LEAVE(rc);
-}
-
-EXPORT nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index,
-                                                        nvmlDevice_t *migDevice)
-{
-    ENTER();
-    mock_gpu *gpu;
-    mock_mig *mig;
-    nvmlReturn_t rc = device_begin(device, &gpu, &mig, migDevice != NULL);
-    if (rc == NVML_SUCCESS && mig)
-        rc = NVML_ERROR_INVALID_ARGUMENT; /* needs the parent GPU's handle */
-    if (rc == NVML_SUCCESS && !gpu->mig_capable)
-        rc = NVML_ERROR_NOT_SUPPORTED;
-    if (rc == NVML_SUCCESS && index >= gpu->mig_max_devices)
-        rc = NVML_ERROR_INVALID_ARGUMENT;
-    if (rc == NVML_SUCCESS) {
-        rc = NVML_ERROR_NOT_FOUND;
-        for (unsigned m = 0; m < gpu->mig_count; m++) {
-            if (gpu->mig[m].index == index) {
-                *migDevice = mig_handle(gpu, &gpu->mig[m]);
-                rc = NVML_SUCCESS;
-            }
-        }
-    }
-    LEAVE(rc);
-}
-
-EXPORT nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *isMigDevice)
-{
-    ENTER();
-    mock_gpu *gpu;
-    mock_mig *mig;
-    nvmlReturn_t rc = device_begin(device, &gpu, &mig, isMigDevice != NULL);
-    if (rc == NVML_SUCCESS)
-        *isMigDevice = mig != NULL;
-    LEAVE(rc);
-}
-
-EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, unsigned int *id)
-{
-    ENTER();
-    mock_gpu *gpu;
-    mock_mig *mig;
-    nvmlReturn_t rc = device_begin(device, &gpu, &mig, id != NULL);
-    if (rc == NVML_SUCCESS && !mig)
-        rc = NVML_ERROR_NOT_SUPPORTED;
-    if (rc == NVML_SUCCESS)
-        *id = mig->gpu_instance_id;
-    LEAVE(rc);
-}
-
-EXPORT nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned int *id)
-{
-    ENTER();
-    mock_gpu *gpu;
-    mock_mig *mig;
-    nvmlReturn_t rc = device_begin(device, &gpu, &mig, id != NULL);
-    if (rc == NVML_SUCCESS && !mig)
-        rc = NVML_ERROR_NOT_SUPPORTED;
-    if (rc == NVML_SUCCESS)
-        *id = mig->compute_instance_id;
-    LEAVE(rc);
-}
-
-EXPORT nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t migDevice, nvmlDevice_t *device)
-{
-    ENTER();
-    mock_gpu *gpu;
-    mock_mig *mig;
-    nvmlReturn_t rc = device_begin(migDevice, &gpu, &mig, device != NULL);
-    if (rc == NVML_SUCCESS && !mig)
-        rc = NVML_ERROR_INVALID_ARGUMENT;
-    if (rc == NVML_SUCCESS)
-        *device = gpu_handle(gpu);
-    LEAVE(rc);
-}
-
-static nvmlReturn_t attributes(nvmlDevice_t device, nvmlDeviceAttributes_t *out)
-{
-    mock_gpu *gpu;
-    mock_mig *mig;
-    nvmlReturn_t rc = device_begin(device, &gpu, &mig, out != NULL);
-    if (rc == NVML_SUCCESS && !mig)
-        rc = NVML_ERROR_NOT_SUPPORTED; /* "currently only supports MIG device handles" */
-    if (rc == NVML_SUCCESS)
-        *out = mig->attributes;
-    return rc;
-}
-
-EXPORT nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device, nvmlDeviceAttributes_t *attrs)
-{
-    ENTER();
-    LEAVE(attributes(device, attrs));
-}
-
-EXPORT nvmlReturn_t nvmlDeviceGetAttributes(nvmlDevice_t device, nvmlDeviceAttributes_t *attrs)
-{
-    ENTER();
-    LEAVE(attributes(device, attrs));
-}
-
-/* ------------------------------------------------------------------------ */
 /* Topology and NVLink                                                       */
 
 EXPORT nvmlReturn_t nvmlDeviceGetTopologyCommonAncestor(nvmlDevice_t device1, nvmlDevice_t device2,
@@ -756,6 +596,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetTopologyCommonAncestor(nvmlDevice_t device1, nv
     mock_mig *ma, *mb;
     if (g_refcount == 0)
         LEAVE(NVML_ERROR_UNINITIALIZED);
+    refresh();
     if (!resolve(device1, &a, &ma) || !resolve(device2, &b, &mb) || !pathInfo || a == b)
         LEAVE(NVML_ERROR_INVALID_ARGUMENT);
     if (ma || mb)
