@@ -122,3 +122,57 @@ def test_nvdp_devices_lists_the_resources_serve_would_advertise(a100, tmp_path):
     assert {name: len(devices) for name, devices in resources.items()} == MIXED
     assert [d["id"] for d in resources["nvidia.com/mig-4g.20gb"]] == [mig_uuids(a100, 7)[0]]
     assert resources["nvidia.com/mig-4g.20gb"][0]["index"] == "7:0"
+
+
+def test_single_on_a_uniform_node_advertises_every_mig_device_as_the_resource(
+    nvdp_daemon, kubelet_peer, mock_nvml, tmp_path, notify_socket
+):
+    node = mock_nvml.use("a100-single-8")
+    daemon = serve(nvdp_daemon, kubelet_peer, node, tmp_path, notify_socket, '[plugin]\nmig_strategy = "single"\n')
+    kubelet_peer.wait_node_status(GPU, (56, 56))
+    ids = {d.id for d in kubelet_peer.devices(GPU)}
+    assert ids == {m["uuid"] for g in node.profile["gpus"] for m in g["mig_devices"]}
+    assert "not advertised" not in daemon.log()
+
+
+def test_allocate_with_device_specs_passes_the_parent_node_and_the_mig_capability_nodes(
+    nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket
+):
+    from tests.mock_nvml.mig import cap_minor
+
+    a100.write_procfs(tmp_path / "proc")
+    a100.write_devfs(tmp_path / "dev")
+    env = {**clean_env(), **a100.env(), "NOTIFY_SOCKET": str(notify_socket.path)}
+    nvdp_daemon(kubelet_peer.plugin_dir, env=env, sysfs_root=tmp_path / "sys",
+                config='[plugin]\nmig_strategy = "mixed"\npass_device_specs = true\n',
+                args=("--proc-root", str(tmp_path / "proc"), "--dev-root", str(tmp_path / "dev")))
+    kubelet_peer.wait_node_status("nvidia.com/mig-4g.20gb", (1, 1))
+    device = a100.profile["gpus"][7]["mig_devices"][0]
+    response = kubelet_peer.allocate("nvidia.com/mig-4g.20gb", 1)
+    paths = [spec.container_path for spec in response.devices]
+    gi, ci = device["gpu_instance_id"], device["compute_instance_id"]
+    expected_caps = [f"/dev/nvidia-caps/nvidia-cap{cap_minor(7, gi)}", f"/dev/nvidia-caps/nvidia-cap{cap_minor(7, gi, ci)}"]
+    assert "/dev/nvidiactl" in paths and "/dev/nvidia7" in paths
+    assert paths[-3:] == ["/dev/nvidia7", *expected_caps], paths
+    assert all(spec.permissions == "rw" for spec in response.devices)
+
+
+def test_a_mig_re_layout_is_applied_without_a_restart_and_leaves_other_resources_alone(
+    nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket
+):
+    config = '[plugin]\nmig_strategy = "mixed"\nmig_check_interval = 1\n'
+    daemon = serve(nvdp_daemon, kubelet_peer, a100, tmp_path, notify_socket, config)
+    wait_all(kubelet_peer, MIXED)
+    pid = daemon.proc.pid
+    a100.control.mig(7, mode=1, devices=["7g.40gb"])  # was 4g.20gb + 3g.20gb
+    kubelet_peer.wait_node_status("nvidia.com/mig-7g.40gb", (1, 1), timeout=15)
+    kubelet_peer.wait_node_status("nvidia.com/mig-3g.20gb", (2, 2))
+    kubelet_peer.wait_until(lambda: kubelet_peer.endpoint_stopped("nvidia.com/mig-4g.20gb"),
+                            what="the vanished resource's endpoint stopped")
+    assert not (kubelet_peer.plugin_dir / "nvidia-mig-4g.20gb.sock").exists()
+    daemon.wait_log("MIG layout changed")
+    assert daemon.proc.pid == pid and daemon.proc.poll() is None
+    for untouched in (GPU, "nvidia.com/mig-1g.5gb", "nvidia.com/mig-2g.10gb"):
+        assert kubelet_peer.registration_count(untouched) == 1, untouched
+        assert kubelet_peer.history(untouched) == [(MIXED[untouched],) * 2], f"a capacity gap on {untouched}"
+    assert kubelet_peer.registration_count("nvidia.com/mig-3g.20gb") == 1, "a changed resource is updated in place"
