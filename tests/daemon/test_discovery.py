@@ -12,6 +12,7 @@ from nvdp_node.adapters.nvml import discover, sysfs_bus_id
 from nvdp_node.app.cli import main
 from nvdp_node.domain.resources import ResourceNaming, plan_devices
 from tests.mock_nvml import FAULTABLE_FUNCTIONS
+from tests.mock_nvml.mig import cap_minor
 
 LOST = "NVML_ERROR_GPU_IS_LOST"
 # What still answers on a GPU that fell off the bus after NVML attached it: the handle and the cached UUID.
@@ -76,18 +77,6 @@ def mig_gpus(node):
     return [g for g in node.profile["gpus"] if g.get("mig", {}).get("current")]
 
 
-def write_caps(root, node):
-    """Capability access files for every MIG device: GI minor 100 + 10*gpu + gi, CI minor one above."""
-    for gpu in mig_gpus(node):
-        for mig in gpu["mig_devices"]:
-            base = root / f"proc/driver/nvidia/capabilities/gpu{gpu['minor_number']}/mig/gi{mig['gpu_instance_id']}"
-            gi_minor = 100 + 10 * gpu["minor_number"] + mig["gpu_instance_id"]
-            for path, minor in ((base / "access", gi_minor),
-                                (base / f"ci{mig['compute_instance_id']}/access", gi_minor + 1)):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(f"DeviceFileMinor: {minor}\nDeviceFileMode: 292\n")
-
-
 def test_mig_devices_are_listed_under_their_gpu_with_nvmls_attributes(mock_nvml, tmp_path):
     node = mock_nvml.use("a100-mig-8")
     inventory = discover(host=HostRoot(root=tmp_path))
@@ -99,12 +88,39 @@ def test_mig_devices_are_listed_under_their_gpu_with_nvmls_attributes(mock_nvml,
     }
 
 
-def test_mig_profiles_are_named_as_nvidia_names_them(mock_nvml, tmp_path):
-    node = mock_nvml.use("a100-mig-8")
+@pytest.mark.parametrize("profile", ["a100-mig-8", "h100-mig-8", "h200-mig-8"])
+def test_mig_profiles_are_named_from_their_instance_profiles_as_nvidia_names_them(mock_nvml, tmp_path, profile):
+    node = mock_nvml.use(profile)
     inventory = discover(host=HostRoot(root=tmp_path))
     assert [m.profile for g in inventory.gpus for m in g.mig_devices] == [
         m["profile"] for g in mig_gpus(node) for m in g["mig_devices"]
     ]
+
+
+def test_without_instance_profiles_a_mig_device_is_named_from_its_slices_without_extras(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-mig-8")
+    node.control.fail("nvmlDeviceGetGpuInstanceById", 4, "NVML_ERROR_NOT_SUPPORTED")
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[4]
+    assert ([m.profile for m in gpu.mig_devices], gpu.error) == (["2g.20gb", "1g.20gb", "1g.20gb", "1g.10gb"], None)
+
+
+def test_an_instance_profile_query_failing_otherwise_leaves_the_device_out_and_says_why(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-mig-8")
+    node.control.fail("nvmlGpuInstanceGetInfo", 7, "NVML_ERROR_UNKNOWN")
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[7]
+    assert (gpu.mig_devices, gpu.error) == ((), "MIG device 0 profile: Unknown Error")
+
+
+def test_a_re_layout_is_seen_by_the_next_discovery(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-mig-8")
+    node.control.mig(7, devices=["3g.40gb", "3g.40gb"])
+    assert [m.profile for m in discover(host=HostRoot(root=tmp_path)).gpus[7].mig_devices] == ["3g.40gb", "3g.40gb"]
+
+
+def test_a_gpu_whose_mig_mode_is_only_pending_has_no_mig_devices(mock_nvml, tmp_path):
+    mock_nvml.use("h100-mig-8")  # GPU 2: MIG off, enable pending
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[2]
+    assert (gpu.mig_enabled, gpu.mig_devices) == (False, ())
 
 
 def test_gpus_with_mig_off_have_no_mig_devices(mock_nvml, tmp_path):
@@ -122,9 +138,23 @@ def test_an_empty_mig_slot_is_skipped_and_the_slots_index_kept(mock_nvml, tmp_pa
 
 def test_capability_minors_are_read_from_proc_under_the_host_root(mock_nvml, tmp_path):
     node = mock_nvml.use("a100-mig-8")
-    write_caps(tmp_path, node)
+    node.write_procfs(tmp_path / "proc")
     gpu = discover(host=HostRoot(root=tmp_path)).gpus[5]
-    assert [m.cap_minors for m in gpu.mig_devices] == [(153, 154), (154, 155), (155, 156), (163, 164)]
+    assert [m.cap_minors for m in gpu.mig_devices] == [
+        (cap_minor(gpu.minor, m.gpu_instance), cap_minor(gpu.minor, m.gpu_instance, m.compute_instance))
+        for m in gpu.mig_devices
+    ]
+    assert {m.gpu_instance for m in gpu.mig_devices} == {3, 4, 5, 13}
+
+
+def test_capability_minors_follow_a_re_layout(mock_nvml, tmp_path):
+    node = mock_nvml.use("h100-mig-8")
+    node.write_procfs(tmp_path / "proc")
+    node.control.mig(7, devices=["3g.40gb", "3g.40gb"], procfs=tmp_path / "proc")
+    gpu = discover(host=HostRoot(root=tmp_path)).gpus[7]
+    assert [m.cap_minors for m in gpu.mig_devices] == [
+        (cap_minor(gpu.minor, 1), cap_minor(gpu.minor, 1, 0)), (cap_minor(gpu.minor, 2), cap_minor(gpu.minor, 2, 0))
+    ]
 
 
 def test_mig_devices_without_capability_files_get_no_minors(mock_nvml, tmp_path):
