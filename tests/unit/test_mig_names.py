@@ -14,7 +14,7 @@ from nvdp_node.domain.mig import (
 )
 
 MIB = 2**20
-# Total memory as NVML reports it (nvidia-smi's MiB figure).
+# Total memory as NVML reports it (nvidia-smi's MiB figure); MIG sizes as `nvidia-smi mig -lgip` lists them.
 A100_40GB = 40536 * MIB
 H100_80GB = 81559 * MIB
 H200_141GB = 143771 * MIB
@@ -32,14 +32,14 @@ CI_1_SLICE, CI_2_SLICE, CI_3_SLICE, CI_7_SLICE = 0x0, 0x1, 0x2, 0x4
         (A100_40GB, 9856, 10),
         (A100_40GB, 19968, 20),
         (A100_40GB, 40192, 40),
-        (H100_80GB, 9856, 10),
-        (H100_80GB, 19968, 20),
+        (H100_80GB, 9984, 10),
+        (H100_80GB, 20096, 20),
         (H100_80GB, 40448, 40),
-        (H100_80GB, 80896, 80),
-        (H200_141GB, 16384, 18),
-        (H200_141GB, 32768, 35),
-        (H200_141GB, 65536, 71),
-        (H200_141GB, 130816, 141),
+        (H100_80GB, 81152, 80),
+        (H200_141GB, 17664, 18),
+        (H200_141GB, 35840, 35),
+        (H200_141GB, 71680, 71),
+        (H200_141GB, 143360, 141),
     ],
     ids=[
         "a100-1g.5gb", "a100-2g.10gb", "a100-3g.20gb", "a100-7g.40gb",
@@ -53,12 +53,12 @@ def test_memory_is_rounded_up_to_an_eighth_of_the_gpu_then_to_whole_gb(device_me
 
 def test_a_half_gb_rounds_away_from_zero_as_go_does():
     # 4/8 of an H200's 141 GiB is 70.5: Go's math.Round gives 71 where Python's round() would give 70.
-    assert mig_memory_gb(H200_141GB, 65536) == 71
+    assert mig_memory_gb(H200_141GB, 71680) == 71
 
 
 def test_the_gpus_memory_counts_in_whole_gib_rounded_up():
     # 81559 MiB is 79.6 GiB: an eighth of it is named after 80 GiB, i.e. 10 GB.
-    assert mig_memory_gb(H100_80GB, 9856) == 10
+    assert mig_memory_gb(H100_80GB, 9984) == 10
 
 
 def test_a_gpu_without_known_memory_cannot_name_a_profile():
@@ -89,12 +89,12 @@ def test_profile_strings_are_spelt_as_go_nvlib_spells_them(args, expected):
     [
         (GI_1_SLICE, CI_1_SLICE, A100_40GB, 4864, "1g.5gb"),
         (GI_3_SLICE, CI_3_SLICE, H100_80GB, 40448, "3g.40gb"),
-        (GI_7_SLICE, CI_7_SLICE, H200_141GB, 130816, "7g.141gb"),
-        (GI_2_SLICE, CI_1_SLICE, H100_80GB, 19968, "1c.2g.20gb"),
-        (GI_1_SLICE_REV1, CI_1_SLICE, H100_80GB, 9856, "1g.10gb+me"),
-        (GI_1_SLICE_NO_ME, CI_1_SLICE, H100_80GB, 9856, "1g.10gb-me"),
-        (GI_1_SLICE_ALL_ME, CI_1_SLICE, H100_80GB, 9856, "1g.10gb+me.all"),
-        (GI_1_SLICE_GFX, CI_1_SLICE, H100_80GB, 9856, "1g.10gb+gfx"),
+        (GI_7_SLICE, CI_7_SLICE, H200_141GB, 143360, "7g.141gb"),
+        (GI_2_SLICE, CI_1_SLICE, H100_80GB, 20096, "1c.2g.20gb"),
+        (GI_1_SLICE_REV1, CI_1_SLICE, H100_80GB, 9984, "1g.10gb+me"),
+        (GI_1_SLICE_NO_ME, CI_1_SLICE, H100_80GB, 9984, "1g.10gb-me"),
+        (GI_1_SLICE_ALL_ME, CI_1_SLICE, H100_80GB, 9984, "1g.10gb+me.all"),
+        (GI_1_SLICE_GFX, CI_1_SLICE, H100_80GB, 9984, "1g.10gb+gfx"),
     ],
     ids=["a100-1g.5gb", "h100-3g.40gb", "h200-7g.141gb", "compute-sub-profile", "rev1-has-media-extensions",
          "no-me", "all-me", "gfx"],
@@ -114,7 +114,7 @@ def test_an_unknown_compute_instance_profile_is_an_error_naming_it():
 
 
 def test_slice_counts_alone_name_the_profile_without_attributes():
-    assert profile_from_slices(1, 2, mig_memory_mb=19968, device_memory_bytes=H100_80GB) == "1c.2g.20gb"
+    assert profile_from_slices(1, 2, mig_memory_mb=20096, device_memory_bytes=H100_80GB) == "1c.2g.20gb"
 
 
 @pytest.mark.parametrize(
