@@ -21,6 +21,7 @@ import grpc
 
 from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
 from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc
+from tests.kubelet_peer.silent import SilentKubelet  # noqa: F401 - re-exported for the sections
 
 T = TypeVar("T")
 Datagram = tuple[float, dict[str, str]]  # (time.monotonic() on receipt, KEY=value fields)
@@ -109,32 +110,6 @@ def ready_after_reload(datagrams: list[Datagram], sent: float) -> float | None:
     if began is None:
         return None
     return next((t for t, f in datagrams if t >= began and f.get("READY") == "1"), None)
-
-
-class SilentKubelet:
-    """A kubelet.sock that accepts connections and never says a word (a hung kubelet)."""
-
-    def __init__(self, path: Path) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(path))
-        self._sock.listen(64)
-        self.accepted: list[socket.socket] = []
-        self.connected = threading.Event()
-        threading.Thread(target=self._accept, name="silent-kubelet", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-            self.connected.set()
-
-    def close(self) -> None:
-        self._sock.close()
-        for conn in self.accepted:
-            conn.close()
 
 
 class AllocateLoop:

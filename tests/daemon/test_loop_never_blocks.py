@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import threading
 
 import grpc
 import pytest
@@ -18,35 +16,9 @@ import pytest
 from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
 from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc
 from tests.daemon.conftest import clean_env
+from tests.kubelet_peer.silent import SilentKubelet
 
 GPU = "nvidia.com/gpu"
-
-
-class SilentKubelet:
-    """A kubelet.sock that accepts connections and never says a word (a hung kubelet)."""
-
-    def __init__(self, path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(64)
-        self.accepted: list[socket.socket] = []
-        self.connected = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-            self.connected.set()
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
 
 
 @pytest.fixture
