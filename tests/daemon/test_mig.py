@@ -176,3 +176,22 @@ def test_a_mig_re_layout_is_applied_without_a_restart_and_leaves_other_resources
         assert kubelet_peer.registration_count(untouched) == 1, untouched
         assert kubelet_peer.history(untouched) == [(MIXED[untouched],) * 2], f"a capacity gap on {untouched}"
     assert kubelet_peer.registration_count("nvidia.com/mig-3g.20gb") == 1, "a changed resource is updated in place"
+
+
+@pytest.mark.parametrize(
+    ("relayout", "error"),
+    [
+        ({"devices": ["2g.10gb", "2g.10gb", "2g.10gb"]}, "more than one MIG device type present on node"),
+        ({"devices": []}, "device 0 has no MIG devices configured"),
+    ],
+    ids=["several-profiles", "mig-gpu-without-devices"],
+)
+def test_each_single_strategy_error_is_named_in_status_and_nvdp_keeps_running(
+    nvdp_daemon, kubelet_peer, mock_nvml, tmp_path, notify_socket, relayout, error
+):
+    node = mock_nvml.use("a100-single-8")
+    node.control.mig(0, mode=1, **relayout)
+    daemon = serve(nvdp_daemon, kubelet_peer, node, tmp_path, notify_socket, '[plugin]\nmig_strategy = "single"\n')
+    notify_socket.wait_for(lambda m: error in m.get("STATUS", ""), what=f"STATUS naming {error!r}")
+    assert f"{error} (devices concerned are not advertised)" in daemon.log()
+    assert daemon.proc.poll() is None
