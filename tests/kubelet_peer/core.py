@@ -77,6 +77,7 @@ class PeerCore:
         self._running = False
         self._clients: set[PluginClient] = set()
         self._pending_channels: set[grpc.Channel] = set()
+        self._dialing: set[grpc.Channel] = set()  # channels inside _dial (see _shutdown_serving)
         self._threads: set[threading.Thread] = set()
         self._checkpoint = CheckpointFile(self.plugin_dir / CHECKPOINT_FILE)
 

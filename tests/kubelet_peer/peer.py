@@ -215,6 +215,13 @@ class KubeletPeer(RegistrationMixin, StreamsMixin, AdmissionMixin, PodResourcesM
             channels = list(self._pending_channels)
         for c in clients:
             c.cancel()
+        # Dials notice the new generation within 50 ms and cancel their ready-futures.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._dialing & set(channels):
+                    break
+            time.sleep(0.005)
         for ch in channels:
             try:
                 ch.close()

@@ -121,6 +121,8 @@ class RegistrationMixin(PeerCore):
         """grpc.DialContext(..., WithBlock) with the dial timeout."""
         fut = grpc.channel_ready_future(channel)
         deadline = time.monotonic() + self.dial_timeout
+        with self._lock:
+            self._dialing.add(channel)
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -135,3 +137,7 @@ class RegistrationMixin(PeerCore):
                     return False
         finally:
             fut.cancel()
+            # grpc polls the channel from a thread of its own until the future is cancelled;
+            # shutdown waits for this before closing the channel ("Channel closed!" otherwise).
+            with self._lock:
+                self._dialing.discard(channel)
