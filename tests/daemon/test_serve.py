@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import grpc
 import pytest
@@ -70,28 +69,23 @@ def test_an_unknown_device_id_gets_invalid_argument_and_the_daemon_keeps_serving
     assert kubelet_peer.node_status() == {GPU: (8, 8)}
 
 
-def test_twenty_kubelet_restarts_are_each_followed_by_a_registration_within_one_second(
+# How fast nvdp registers again is the benchmark's (section 3: p99 ~30 ms); the tests check that it does.
+def test_twenty_kubelet_restarts_are_each_followed_by_a_registration_and_full_capacity(
     nvdp_daemon, kubelet_peer, h100, tmp_path
 ):
     serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
     kubelet_peer.wait_node_status(GPU, (8, 8))
-    delays = []
     for n in range(2, 22):
-        restarted_at = time.monotonic()
         kubelet_peer.restart()
-        registration = kubelet_peer.wait_registered(GPU, count=n, timeout=5)
-        delays.append(registration.time - restarted_at)
+        kubelet_peer.wait_registered(GPU, count=n, timeout=5)
         kubelet_peer.wait_node_status(GPU, (8, 8), timeout=5)
-    assert max(delays) < 1.0, f"re-registration delays: {[round(d, 3) for d in delays]}"
 
 
 def test_deleting_the_plugin_socket_makes_nvdp_serve_and_register_again(nvdp_daemon, kubelet_peer, h100, tmp_path):
     daemon = serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path)
     kubelet_peer.wait_node_status(GPU, (8, 8))
-    deleted_at = time.monotonic()
     daemon.socket.unlink()
-    registration = kubelet_peer.wait_registered(GPU, count=2, timeout=5)
-    assert registration.time - deleted_at < 1.0
+    kubelet_peer.wait_registered(GPU, count=2, timeout=5)
     assert daemon.socket.is_socket()
     kubelet_peer.wait_node_status(GPU, (8, 8))
 
@@ -104,10 +98,8 @@ def test_nvdp_waits_for_a_late_kubelet_and_registers_when_it_appears(
     daemon = serve(nvdp_daemon, peer.plugin_dir, h100, tmp_path)
     daemon.wait_log("waiting for kubelet socket")
     assert daemon.socket.is_socket(), "nvdp serves before kubelet exists"
-    started_at = time.monotonic()
     peer.start()
-    registration = peer.wait_registered(GPU, timeout=5)
-    assert registration.time - started_at < 1.0
+    peer.wait_registered(GPU, timeout=5)
     peer.wait_node_status(GPU, (8, 8))
 
 
@@ -213,10 +205,8 @@ def test_a_listandwatch_stream_ended_by_kubelet_is_followed_by_a_new_registratio
 ):
     daemon = serve(nvdp_daemon, kubelet_peer.plugin_dir, h100, tmp_path, config='[logging]\nlevel = "debug"\n')
     kubelet_peer.wait_node_status(GPU, (8, 8))
-    dropped_at = time.monotonic()
     kubelet_peer.drop_stream(GPU)
-    registration = kubelet_peer.wait_registered(GPU, count=2, timeout=5)
-    assert registration.time - dropped_at < 1.0
+    kubelet_peer.wait_registered(GPU, count=2, timeout=5)
     kubelet_peer.wait_node_status(GPU, (8, 8))
     # Two more passes of the resource, each woken by a change in the plugin directory (nvdp's inotify):
     # a registration the first decided on is done before the second starts.
