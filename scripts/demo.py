@@ -45,6 +45,7 @@ def main() -> int:
     cmd = [
         str(ROOT / ".venv/bin/nvdp"), "--config", str(work / "config.toml"), "serve",
         "--socket-dir", str(plugin_dir), "--kubelet-socket", str(peer.socket_path), "--sysfs-root", str(work / "sys"),
+        "--pod-resources-socket", str(peer.pod_resources_socket),
     ]
     print("$", " ".join(cmd))
     daemon = subprocess.Popen(cmd, env=env)

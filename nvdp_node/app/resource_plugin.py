@@ -249,7 +249,8 @@ class ResourcePlugin:
             if self.claims_error is None:
                 log.warning("%s; cannot tell whether running pods hold these GPUs under another resource "
                             "name (retrying, at most every %.0f s)", err, self.claims_backoff.cap)
-            self.claims_error = str(err)
+            # STATUS= gets the gist (grpc's "last error: ..." tail stays in the log line above).
+            self.claims_error = str(err).split("; last error:", 1)[0]
             self._claims_next = self._clock() + delay
             return
         if self.claims_error is not None:
