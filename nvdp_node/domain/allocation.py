@@ -1,21 +1,31 @@
-"""What a container gets for its devices, and which devices to prefer.
+"""What a container gets for its devices (Allocate), and which devices to prefer.
 
 Pure functions over :class:`~nvdp_node.domain.devices.Device` maps, called by
-the gRPC servicer for Allocate and GetPreferredAllocation. The response shapes
+the gRPC servicer for Allocate and GetPreferredAllocation (whose rules live in
+``nvdp_node.domain.preferred`` and are re-exported here). The response shapes
 follow NVIDIA's device plugin byte for byte (see docs/architecture.md), so a
-node can switch between nvdp and upstream without changing pods.
+node can switch between nvdp and upstream without changing pods. Replicas of
+shared devices (``nvdp_node.domain.sharing``) are rendered as their parents.
 """
 
 from __future__ import annotations
 
 import os.path
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nvdp_node.domain.devices import Device
+from nvdp_node.domain.preferred import SharedAllocationPolicy
+from nvdp_node.domain.preferred import preferred_allocation as preferred_allocation
 
 VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 VOLUME_MOUNT_DIR = "/var/run/nvidia-container-devices"
+MPS_PIPE_ENV = "CUDA_MPS_PIPE_DIRECTORY"
+MPS_LOG_ENV = "CUDA_MPS_LOG_DIRECTORY"
+MPS_CONTAINER_ROOT = "/mps"  # upstream's mps.ContainerRoot
+MPS_CONTAINER_SHM = "/dev/shm"
+DEFAULT_MPS_ROOT = "/run/nvidia/mps"
 
 
 class InvalidAllocationError(ValueError):
@@ -51,6 +61,10 @@ class AllocationPolicy:
     # Control nodes found on this host (/dev/nvidiactl, /dev/nvidia-uvm, ...):
     # upstream passes each one only if it exists, so the adapter stats them.
     control_device_paths: tuple[str, ...] = ()
+    # Set for shared resources only (``[sharing.*]``, ``plugin.shared_devices_allocation_policy``).
+    fail_requests_greater_than_one: bool = False
+    shared_devices_allocation_policy: SharedAllocationPolicy = "distributed"
+    mps: MpsAllocation | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,51 @@ class Mount:
     container_path: str
     host_path: str
     read_only: bool = False
+
+
+@dataclass(frozen=True)
+class MpsAllocation:
+    """Where a resource's MPS control daemon lives, and what Allocate adds for it.
+
+    Upstream (``internal/plugin/mps.go``, ``cmd/mps-control-daemon/mps/root.go``)
+    keeps each resource's pipe and log directories at
+    ``<root>/<resource>/{pipe,log}`` and one shm for all resources at
+    ``<root>/shm``; a container gets the pipe directory at
+    ``/mps/<resource>/pipe`` (named by ``CUDA_MPS_PIPE_DIRECTORY``) and the
+    shm as its ``/dev/shm``. The log directory is the daemon's only.
+    """
+
+    root: str = DEFAULT_MPS_ROOT
+
+    def pipe_dir(self, resource_name: str) -> str:
+        return _join(self.root, resource_name, "pipe")
+
+    def log_dir(self, resource_name: str) -> str:
+        return _join(self.root, resource_name, "log")
+
+    def shm_dir(self) -> str:
+        return _join(self.root, "shm")
+
+    def daemon_envs(self, resource_name: str) -> dict[str, str]:
+        """The environment ``nvidia-cuda-mps-control`` runs with for ``resource_name`` (host paths)."""
+        return {MPS_PIPE_ENV: self.pipe_dir(resource_name), MPS_LOG_ENV: self.log_dir(resource_name)}
+
+    def container_envs(self, resource_name: str) -> dict[str, str]:
+        """Upstream sets only the pipe directory for the container."""
+        return {MPS_PIPE_ENV: _join(MPS_CONTAINER_ROOT, resource_name, "pipe")}
+
+    def container_mounts(self, resource_name: str) -> tuple[Mount, ...]:
+        pipe = _join(MPS_CONTAINER_ROOT, resource_name, "pipe")
+        return (
+            Mount(container_path=pipe, host_path=self.pipe_dir(resource_name)),
+            Mount(container_path=MPS_CONTAINER_SHM, host_path=self.shm_dir()),
+        )
+
+
+def _join(*parts: str) -> str:
+    """Go's ``filepath.Join``: the non-empty parts joined and cleaned (``//`` collapsed too)."""
+    joined = posixpath.normpath("/".join(p for p in parts if p))
+    return "/" + joined.lstrip("/") if joined.startswith("/") else joined
 
 
 @dataclass(frozen=True)
@@ -77,12 +136,15 @@ class ContainerAllocation:
 def allocate_container(
     devices: Mapping[str, Device], requested: Sequence[str], policy: AllocationPolicy
 ) -> ContainerAllocation:
-    """Render one container's allocation; raise :class:`InvalidAllocationError` on unknown ids.
+    """Render one container's allocation; raise :class:`InvalidAllocationError` for a request upstream refuses.
 
-    Ids are de-duplicated keeping request order (upstream since v0.18.0), and
-    health is not checked: kubelet never hands out unhealthy devices, and a
-    device that failed after admission must still be mountable for the pod that
-    owns it.
+    Upstream's order: unknown ids, then more than one replica when
+    ``fail_requests_greater_than_one`` (counted as requested, duplicates
+    included). A replica is rendered as its parent, and the rendered ids are
+    de-duplicated keeping request order (upstream since v0.18.0), so two
+    replicas of one GPU give its UUID (or index) once. Health is not checked:
+    kubelet never hands out unhealthy devices, and a device that failed after
+    admission must still be mountable for the pod that owns it.
     """
     ordered: list[Device] = []
     seen: set[str] = set()
@@ -96,19 +158,29 @@ def allocate_container(
         if device_id not in seen:
             seen.add(device_id)
             ordered.append(device)
+    shared = any(d.replica_of is not None for d in ordered)
+    if shared and policy.fail_requests_greater_than_one and len(requested) > 1:
+        raise InvalidAllocationError(
+            f'invalid allocation request for "{policy.resource_name}": '
+            f"invalid request: maximum request size for shared resources is 1; found {len(requested)}"
+        )
 
-    ids = [d.index if policy.device_id_strategy == "index" else d.id for d in ordered]
+    ids = list(dict.fromkeys(_rendered_id(d, policy.device_id_strategy) for d in ordered))
     envs: dict[str, str] = {}
     mounts: list[Mount] = []
+    if policy.mps is not None:
+        envs.update(policy.mps.container_envs(policy.resource_name))
+        mounts.extend(policy.mps.container_mounts(policy.resource_name))
     if "envvar" in policy.device_list_strategy:
         envs[VISIBLE_DEVICES] = ",".join(ids)
     if "volume-mounts" in policy.device_list_strategy:
         # Overrides the envvar value, as upstream does when both are set.
         envs[VISIBLE_DEVICES] = VOLUME_MOUNT_DIR
-        mounts = [Mount(container_path=f"{VOLUME_MOUNT_DIR}/{i}", host_path="/dev/null") for i in ids]
+        mounts.extend(Mount(container_path=f"{VOLUME_MOUNT_DIR}/{i}", host_path="/dev/null") for i in ids)
 
     specs: list[DeviceSpec] = []
     if policy.pass_device_specs:
+        # Upstream repeats a node once per replica; one spec per node is enough.
         paths = list(policy.control_device_paths)
         for device in ordered:
             paths.extend(p for p in device.dev_paths if p not in paths)
@@ -119,60 +191,7 @@ def allocate_container(
     return ContainerAllocation(envs=envs, mounts=tuple(mounts), device_specs=tuple(specs))
 
 
-def preferred_allocation(
-    devices: Mapping[str, Device],
-    available: Sequence[str],
-    must_include: Sequence[str],
-    size: int,
-) -> list[str]:
-    """Pick ``size`` devices from ``available``, keeping ``must_include``, on as few NUMA nodes as possible.
-
-    Never raises: kubelet fails the pod on any GetPreferredAllocation error and
-    fills a short answer itself, so unknown ids are skipped and a best effort
-    is always returned.
-    """
-    if size <= 0:
-        return []
-    required = _known_unique(devices, must_include)
-    if len(required) >= size:
-        return required[:size]
-    candidates = [i for i in _known_unique(devices, available) if i not in required]
-    need = size - len(required)
-
-    groups: dict[int, list[str]] = {}
-    for device_id in candidates:
-        groups.setdefault(_numa_key(devices[device_id]), []).append(device_id)
-    for members in groups.values():
-        members.sort(key=lambda i: (_index_key(devices[i]), i))
-
-    required_nodes = {_numa_key(devices[i]) for i in required}
-    fitting = [n for n, members in groups.items() if len(members) >= need]
-    if fitting:
-        # Stay on the required devices' node if possible, else best fit: the
-        # smallest node that fits, leaving larger nodes whole for larger pods.
-        node = min(fitting, key=lambda n: (n not in required_nodes, len(groups[n]), n))
-        return required + groups[node][:need]
-
-    picked: list[str] = []
-    for node in sorted(groups, key=lambda n: (n not in required_nodes, -len(groups[n]), n)):
-        picked.extend(groups[node][: need - len(picked)])
-        if len(picked) == need:
-            break
-    return required + picked
-
-
-def _known_unique(devices: Mapping[str, Device], ids: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    for device_id in ids:
-        if device_id in devices and device_id not in out:
-            out.append(device_id)
-    return out
-
-
-def _numa_key(device: Device) -> int:
-    return device.numa_node if device.numa_node is not None else -1
-
-
-def _index_key(device: Device) -> tuple[int, str]:
-    head = device.index.split(":", 1)[0]
-    return (int(head), device.index) if head.isdigit() else (1 << 30, device.index)
+def _rendered_id(device: Device, strategy: str) -> str:
+    if strategy == "index":
+        return device.index
+    return device.replica_of if device.replica_of is not None else device.id

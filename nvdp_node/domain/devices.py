@@ -75,7 +75,10 @@ class Device:
     physical GPU (a MIG device's parent); ``dev_paths`` are the device nodes a
     container needs for this device. ``gpu_instance``/``compute_instance``
     are set for MIG devices only. ``model`` is what resource patterns match:
-    the GPU's product name, or the MIG device's profile.
+    the GPU's product name, or the MIG device's profile. ``replica_of`` is
+    set on a shared replica only (``nvdp_node.domain.sharing``): the id of
+    the device it was made from, whose index, GPU, NUMA node, device nodes
+    and MIG instance it keeps; its own id is ``<replica_of>::<n>``.
     """
 
     id: str
@@ -86,6 +89,7 @@ class Device:
     gpu_instance: int | None = None
     compute_instance: int | None = None
     model: str = ""
+    replica_of: str | None = None
 
 
 @dataclass(frozen=True)
