@@ -88,7 +88,7 @@ def _replicas(
         free.setdefault(_parent(devices[device_id]), []).append(device_id)
     index = {parent: _index_key(devices[ids[0]]) for parent, ids in free.items()}
     picked_from = dict.fromkeys(free, 0)
-    sign = 1 if policy == "distributed" else -1
+    sign = -1 if policy == "packed" else 1  # anything else is upstream's default, distributed
 
     picked: list[str] = []
     while len(picked) < need and free:

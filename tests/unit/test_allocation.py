@@ -300,6 +300,20 @@ def test_preferred_allocation_of_replicas_does_not_depend_on_the_order_kubelet_o
     assert len(answers) == 1
 
 
+@pytest.mark.parametrize(
+    "available,must,size,expected",
+    [
+        (["GPU-0::0", "GPU-0::1"], [], 2**31 - 1, ["GPU-0::0", "GPU-0::1"]),
+        (["GPU-0::0"], [], -1, []),
+        (["GPU-1::0", "GPU-1::0", "GPU-0::0"], ["GPU-7::7", "GPU-1::0"], 2, ["GPU-1::0", "GPU-0::0"]),
+        ([], [], 1, []),
+    ],
+    ids=["size-beyond-the-table", "negative-size", "duplicates-and-unknown-must-include", "nothing-offered"],
+)
+def test_preferred_allocation_of_replicas_answers_odd_requests_without_raising(available, must, size, expected):
+    assert preferred_allocation(FOUR_BY_FOUR, available, must, size, shared_policy="packed") == expected
+
+
 def test_preferred_allocation_of_mig_replicas_spreads_over_the_mig_devices():
     devices = shared(MIG_DEVICES, 3)
     assert preferred_allocation(devices, sorted(devices), [], 2) == ["MIG-a::0", "MIG-b::0"]
