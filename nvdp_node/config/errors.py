@@ -18,22 +18,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from nvdp_node.config.keys import SECTIONS, config_keys, model_at, text_kind
-from nvdp_node.config.schema import UNSERVEABLE, Config
+from nvdp_node.config.schema import CROSS_KEY, Config
 from nvdp_node.domain.errors import EX_CONFIG, PermanentError
 
 MAX_PROBLEMS = 20  # lines shown; a file with 200 000 typos needs no 200 000-line answer
 
 # Upstream (NVIDIA k8s-device-plugin) features nvdp does not implement, by
 # snake_case name, so a key copied from an upstream config gets a useful hint.
-_SHARING = "GPU sharing (time-slicing, MPS) is not supported yet"
 _CDI = "CDI is not supported yet"
 UNSUPPORTED_UPSTREAM: dict[str, str] = {
-    "sharing": _SHARING,
-    "time_slicing": _SHARING,
-    "mps": _SHARING,
-    "mps_root": _SHARING,
-    "replicas": _SHARING,
-    "shared_devices_allocation_policy": _SHARING,
     "gdrcopy_enabled": "GDRCopy injection is not supported yet",
     "gds_enabled": "GPUDirect Storage injection is not supported yet",
     "mofed_enabled": "MOFED injection is not supported yet",
@@ -46,7 +39,12 @@ UNSUPPORTED_UPSTREAM: dict[str, str] = {
     "flags": "nvdp has no [flags] table; `nvdp config import FILE` translates an upstream config",
 }
 # Upstream spellings whose snake_case form differs from nvdp's key.
-_ALIASES = {"driver_root": "plugin.nvidia_driver_root", "dev_root": "plugin.nvidia_dev_root"}
+_ALIASES = {
+    "driver_root": "plugin.nvidia_driver_root",
+    "dev_root": "plugin.nvidia_dev_root",
+    "mps_root": "sharing.mps.root",
+    "replicas": "sharing.time_slicing.resources",
+}
 
 
 class ConfigError(PermanentError):
@@ -83,18 +81,17 @@ def did_you_mean(key: str, section: str = "") -> str:
     """A hint for an unknown key at ``section.key``, or "" if nothing is close."""
     here = f"{section}.{key}" if section else key
     snake = _snake(key)
+    if "[" in section:  # inside a list entry such as resources.gpus[0]: only its own keys
+        close = difflib.get_close_matches(snake, _names_in(section), n=1)
+        return f"did you mean '{section}.{close[0]}'?" if close else ""
     if snake in UNSUPPORTED_UPSTREAM:
         return UNSUPPORTED_UPSTREAM[snake]
     if snake in _ALIASES:
         return f"did you mean '{_ALIASES[snake]}'?"
-    if "[" in section:  # inside a list entry such as resources.gpus[0]: only its own keys
-        close = difflib.get_close_matches(snake, _names_in(section), n=1)
-        return f"did you mean '{section}.{close[0]}'?" if close else ""
     # The right name in the wrong table, or an upstream camelCase spelling of it.
-    same = [k for k in config_keys() if k.rpartition(".")[2] == snake]
+    same = [k for k in [*config_keys(), *SECTIONS] if k.rpartition(".")[2] == snake and k != here]
     if not section and snake in SECTIONS:
         same = [snake]
-    same = [k for k in same if k != here]
     if same:
         return f"did you mean '{same[0]}'?"
     local = [f"{section}.{name}" if section else name for name in _names_in(section)]
@@ -114,15 +111,20 @@ def split_unknown(data: Mapping[str, object]) -> tuple[dict[str, object], list[t
     Checking names here, before pydantic, keeps a document with a huge number
     of unknown keys cheap: they are counted, not validated one by one.
     """
+    return _split(data, ())
+
+
+def _split(data: Mapping[str, object], where: tuple[str, ...]) -> tuple[dict[str, object], list[tuple[str, ...]]]:
+    fields = SECTIONS[".".join(where)].model_fields if where else Config.model_fields
     known: dict[str, object] = {}
     unknown: list[tuple[str, ...]] = []
     for name, value in data.items():
-        if name not in Config.model_fields:
-            unknown.append((str(name),))
-        elif name in SECTIONS and isinstance(value, Mapping):
-            fields = SECTIONS[name].model_fields
-            known[name] = {k: v for k, v in value.items() if k in fields}
-            unknown.extend((name, str(k)) for k in value if k not in fields)
+        path = (*where, str(name))
+        if name not in fields:
+            unknown.append(path)
+        elif ".".join(path) in SECTIONS and isinstance(value, Mapping):
+            known[name], inner = _split(value, path)
+            unknown.extend(inner)
         else:
             known[name] = value
     return known, unknown
@@ -146,7 +148,7 @@ def format_validation_error(exc: ValidationError, sources: Mapping[str, str] | N
         if err["type"] == "extra_forbidden":
             lines.append(unknown_key_line(loc))
             continue
-        if err["type"] == UNSERVEABLE:  # a model-level check: each message names its key and value
+        if err["type"] == CROSS_KEY:  # a model-level check: each message names its key and value
             for where, problem in err["ctx"]["problems"]:
                 origin = _source_of(tuple(where), sources or {})
                 suffix = f" (from {origin})" if origin not in ("file", "default", "") else ""

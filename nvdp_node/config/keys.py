@@ -10,24 +10,30 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from nvdp_node.config.schema import Config
 
-SECTIONS: dict[str, type[BaseModel]] = {
-    name: typing.cast(type[BaseModel], field.annotation)
-    for name, field in Config.model_fields.items()
-    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-}
+def _sections(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, type[BaseModel]]]:
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            path = f"{prefix}.{name}" if prefix else name
+            yield path, field.annotation
+            yield from _sections(field.annotation, path)
+
+
+# Every table by its dotted path, in file order; a table may hold tables ("sharing.mps").
+SECTIONS: dict[str, type[BaseModel]] = dict(_sections(Config))
 
 
 def config_keys() -> list[str]:
     """Every leaf key as a dotted path, in file order: ``version``, ..., ``logging.format``."""
     keys = [name for name in Config.model_fields if name not in SECTIONS]
     for section, model in SECTIONS.items():
-        keys.extend(f"{section}.{name}" for name in model.model_fields)
+        keys.extend(f"{section}.{name}" for name in model.model_fields if f"{section}.{name}" not in SECTIONS)
     return keys
 
 

@@ -23,6 +23,7 @@ from nvdp_node.config.errors import ConfigError, format_validation_error, proble
 from nvdp_node.config.files import writable_by_non_root
 from nvdp_node.config.keys import config_keys
 from nvdp_node.config.schema import Config
+from nvdp_node.config.sharing_checks import sharing_notices
 from nvdp_node.config.sources import (
     CONFIG_PATH_ENV,
     DISABLE_HEALTHCHECKS_ENV,
@@ -106,12 +107,14 @@ def load_config(
 
 
 def _unused_settings(config: Config) -> list[str]:
+    notices = sharing_notices(config)
     if config.resources.mig and config.plugin.mig_strategy == "none":
-        return [
+        notices.insert(
+            0,
             'resources.mig has no effect while plugin.mig_strategy is "none": MIG-enabled GPUs are '
-            "advertised whole, named by resources.gpus"
-        ]
-    return []
+            "advertised whole, named by resources.gpus",
+        )
+    return notices
 
 
 def parse_config(

@@ -27,7 +27,7 @@ def _pattern(value: str) -> str:
     return value
 
 
-def _qualified_resource_name(value: str) -> str:
+def qualified_resource_name(value: str) -> str:
     """Upstream's rule: a name without a domain gets "nvidia.com/"; then kubelet's rules."""
     name = value if "/" in value else f"{DEFAULT_DOMAIN}/{value}"
     error = validate_extended_resource_name(name)
@@ -44,7 +44,7 @@ class NamePatternConfig(Section):
         '"NVIDIA A100-SXM4-40GB") or MIG profile (resources.mig, e.g. "1g.10gb"); "*" matches any '
         "characters, everything else only itself."
     )
-    name: Annotated[str, AfterValidator(_qualified_resource_name)] = Field(
+    name: Annotated[str, AfterValidator(qualified_resource_name)] = Field(
         description='Resource name for the matching devices; a name without "/" gets "nvidia.com/".'
     )
 

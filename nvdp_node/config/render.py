@@ -43,8 +43,8 @@ def render_template(
     preamble: Sequence[str] = (),
 ) -> str:
     """The commented file: keys in ``active`` are set to ``config``'s value, the rest show defaults."""
-    values = _flat((config or Config()).model_dump(mode="json"))
-    defaults = _flat(Config().model_dump(mode="json"))
+    values = _flat(_dump(config or Config()))
+    defaults = _flat(_dump(Config()))
     out = [HEADER.rstrip("\n")]
     if preamble:
         out += ["#"] + [f"# {line}".rstrip() for line in preamble]
@@ -74,7 +74,7 @@ def render_default() -> str:
 
 def render_effective(config: Config, sources: Mapping[str, str] | None = None) -> str:
     """The effective configuration as TOML; with ``sources``, each key says where it came from."""
-    dumped = config.model_dump(mode="json")
+    dumped = _dump(config)
     if sources is None:
         return tomli_w.dumps(dumped)
     values = _flat(dumped)
@@ -93,7 +93,7 @@ def effective_summary(config: Config) -> str:
 
     ``version=1 resource_name="nvidia.com/gpu" kubelet.socket_dir="/var/lib/kubelet/device-plugins" ...``
     """
-    values = _flat(config.model_dump(mode="json"))
+    values = _flat(_dump(config))
     return " ".join(f"{key}={_inline(values[key], sep=',')}" for key in config_keys())
 
 
@@ -108,14 +108,20 @@ def _layout() -> Iterator[tuple[str, str]]:
         yield "key", key
 
 
-def _flat(dumped: Mapping[str, object]) -> dict[str, object]:
+def _flat(dumped: Mapping[str, object], prefix: str = "") -> dict[str, object]:
     flat: dict[str, object] = {}
     for name, value in dumped.items():
-        if isinstance(value, Mapping):
-            flat.update({f"{name}.{leaf}": v for leaf, v in value.items()})
+        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, Mapping) and path in SECTIONS:
+            flat.update(_flat(value, path))
         else:
-            flat[name] = value
+            flat[path] = value
     return flat
+
+
+def _dump(config: Config) -> dict[str, object]:
+    # An unset optional key (a shared resource's rename) is left out: TOML has no null.
+    return config.model_dump(mode="json", exclude_none=True)
 
 
 def _assignment(leaf: str, value: object) -> list[str]:

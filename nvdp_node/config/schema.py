@@ -1,7 +1,8 @@
 """The typed schema of /etc/nvdp/config.toml (format ``version = 1``).
 
 A pydantic-settings ``BaseSettings`` (:class:`Config`) over strict pydantic
-sections (value types in ``values.py``; ``[resources]`` in ``naming.py``);
+sections (value types in ``values.py``; ``[resources]`` in ``naming.py``,
+``[sharing.*]`` in ``sharing.py``, its checks in ``sharing_checks.py``);
 nothing here reads files or the environment. ``loader.py`` builds
 the pydantic-settings sources (file, environment, flags) for each load and
 hands them to :meth:`Config.from_sources`; ``keys.py`` lists the keys;
@@ -22,14 +23,17 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nvdp_node.config.naming import ResourcesConfig
+from nvdp_node.config.sharing import SharingConfig
+from nvdp_node.config.sharing_checks import renamed_resources, sharing_problems
 from nvdp_node.config.values import AbsolutePath, AbsolutePathOrEmpty, Section, XidList, choices, quote
 from nvdp_node.domain.allocation import AllocationPolicy
+from nvdp_node.domain.preferred import SharedAllocationPolicy
 from nvdp_node.domain.health_policy import DEFAULT_IGNORED_XIDS
 from nvdp_node.domain.resource_names import socket_dir_problem, socket_path_problem, validate_extended_resource_name
 from nvdp_node.domain.resources import MigStrategy
 
 CONFIG_VERSION = 1
-UNSERVEABLE = "unserveable_resource_name"  # error type of the socket-path check
+CROSS_KEY = "cross_key_problems"  # error type of the checks over several keys (errors.py splits it)
 DEVICE_LIST_STRATEGIES = ("envvar", "volume-mounts")
 UNSUPPORTED_DEVICE_LIST_STRATEGIES = ("cdi-annotations", "cdi-cri")
 ENGINES = ("docker", "containerd", "crio")
@@ -184,6 +188,12 @@ class PluginConfig(Section):
         description="Seconds between checks for a changed MIG mode or MIG layout (GPU and compute "
         "instances); a change is applied like a reload. 0: no periodic check. A reload always checks.",
     )
+    shared_devices_allocation_policy: SharedAllocationPolicy = Field(
+        _ALLOCATE.shared_devices_allocation_policy,
+        description="Which replicas of a shared resource (sharing.*) kubelet is offered first: "
+        '"distributed": those of the GPU with the fewest replicas in use (upstream\'s default), '
+        '"packed": those of the GPU with the most, so whole GPUs stay free.',
+    )
 
     @field_validator("device_list_strategy", mode="before")
     @classmethod
@@ -258,23 +268,25 @@ class Config(BaseSettings):
     runtime_check: RuntimeCheckConfig = Field(default_factory=RuntimeCheckConfig)
     plugin: PluginConfig = Field(default_factory=PluginConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    sharing: SharingConfig = Field(default_factory=SharingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")
-    def _serveable(self) -> Config:
-        """The socket of every configured resource name must be bindable under kubelet.socket_dir."""
-        problem = socket_dir_problem(self.kubelet.socket_dir)
-        if problem:
-            problems = [(("kubelet", "socket_dir"), problem)]
+    def _cross_key(self) -> Config:
+        """Checks over several keys: [sharing] against the names, and every name's socket under socket_dir."""
+        problems = sharing_problems(self)
+        socket_problem = socket_dir_problem(self.kubelet.socket_dir)
+        if socket_problem:
+            problems.append((("kubelet", "socket_dir"), socket_problem))
         else:
-            problems = [
+            problems += [
                 (loc, found)
                 for loc, name in self._resource_names()
                 if (found := socket_path_problem(self.kubelet.socket_dir, name))
             ]
         if problems:
             # One pydantic error can carry all of them; errors.py gives each its own line.
-            raise PydanticCustomError(UNSERVEABLE, "{problem}", {"problem": problems[0][1], "problems": problems})
+            raise PydanticCustomError(CROSS_KEY, "{problem}", {"problem": problems[0][1], "problems": problems})
         return self
 
     def _resource_names(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
@@ -282,6 +294,7 @@ class Config(BaseSettings):
         for table in ("gpus", "mig"):
             for index, entry in enumerate(getattr(self.resources, table)):
                 yield ("resources", table, index, "name"), entry.name
+        yield from renamed_resources(self)
 
     @classmethod
     def from_sources(cls, *sources: PydanticBaseSettingsSource) -> Config:

@@ -39,6 +39,12 @@ ENABLE_HEALTHCHECKS_ENV = "DP_ENABLE_HEALTHCHECKS"
 ENV_PREFIX: str = Config.model_config["env_prefix"]
 ENV_DELIMITER: str = Config.model_config["env_nested_delimiter"] or "__"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_TABLE_EXAMPLES = {
+    "resources.gpus": '[{"pattern": "*A100*", "name": "nvidia.com/a100"}]',
+    "resources.mig": '[{"pattern": "1g.10gb", "name": "nvidia.com/mig-small"}]',
+    "sharing.time_slicing.resources": '[{"name": "nvidia.com/gpu", "replicas": 4}]',
+    "sharing.mps.resources": '[{"name": "nvidia.com/gpu", "replicas": 4}]',
+}
 
 
 def env_var_name(key: str) -> str:
@@ -65,10 +71,8 @@ def parse_text(key: str, raw: str) -> object:
     if kind == "str":
         return raw
     if kind == "table list" and raw.strip() and not raw.lstrip().startswith("["):
-        raise ValueError(
-            'expected a JSON array of tables, e.g. [{"pattern": "*A100*", "name": "nvidia.com/a100"}] '
-            f"(got {show_value(raw)})"
-        )
+        example = _TABLE_EXAMPLES.get(key, _TABLE_EXAMPLES["resources.gpus"])
+        raise ValueError(f"expected a JSON array of tables, e.g. {example} (got {show_value(raw)})")
     if raw.lstrip().startswith("["):
         try:
             value = json.loads(raw)
@@ -106,7 +110,7 @@ class TomlFileSource(TomlConfigSettingsSource):
         self.notices.extend(read.notices)
         data, self.unknown = split_unknown(read.data)
         # A value where a table belongs is the file's error; nothing may paper over it.
-        self.blocked = frozenset(s for s in SECTIONS if s in data and not isinstance(data[s], Mapping))
+        self.blocked = frozenset(s for s in SECTIONS if (found := lookup(data, s))[0] and not isinstance(found[1], Mapping))
         self.labels = {key: "file" for key in config_keys() if lookup(data, key)[0]}
         return data
 
@@ -139,7 +143,7 @@ class NvdpEnvSource(EnvSettingsSource):
                 close = difflib.get_close_matches(name, list(by_name), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 self.notices.append(f"ignoring environment variable {name}: not a config setting{hint}")
-            elif key.partition(".")[0] not in blocked:
+            elif not is_blocked(key, blocked):
                 chosen[name if self.case_sensitive else name.lower()] = environ[name]
         return chosen
 
@@ -266,10 +270,16 @@ class CommandLineSource(InitSettingsSource):
                 except ValueError as exc:
                     self.errors.append(f"{flag}: {exc}")
                     continue
-            if key.partition(".")[0] not in blocked:
+            if not is_blocked(key, blocked):
                 assign(values, key, value)
                 self.labels[key] = f"cli {flag}"
         super().__init__(settings_cls, values)
+
+
+def is_blocked(key: str, blocked: frozenset[str]) -> bool:
+    """Whether a table holding ``key`` is not a table in the file (so nothing may be merged into it)."""
+    parts = key.split(".")
+    return any(".".join(parts[:n]) in blocked for n in range(1, len(parts)))
 
 
 def lookup(data: Mapping[str, Any], key: str) -> tuple[bool, object]:

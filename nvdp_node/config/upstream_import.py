@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -24,6 +25,8 @@ from nvdp_node.config.files import read_regular_file
 from nvdp_node.config.loader import parse_config
 from nvdp_node.config.render import render_template
 from nvdp_node.config.schema import UNSUPPORTED_DEVICE_LIST_STRATEGIES, Config
+from nvdp_node.config.sharing import MpsConfig, describe_device_selection
+from nvdp_node.config.sources import assign
 
 # Upstream key path -> nvdp key.
 EQUIVALENTS: dict[tuple[str, ...], str] = {
@@ -34,6 +37,8 @@ EQUIVALENTS: dict[tuple[str, ...], str] = {
     ("flags", "plugin", "deviceListStrategy"): "plugin.device_list_strategy",
     ("flags", "plugin", "deviceIDStrategy"): "plugin.device_id_strategy",
     ("flags", "migStrategy"): "plugin.mig_strategy",
+    ("flags", "mpsRoot"): "sharing.mps.root",
+    ("flags", "plugin", "sharedDevicesAllocationPolicy"): "plugin.shared_devices_allocation_policy",
     ("resources", "gpus"): "resources.gpus",
     ("resources", "mig"): "resources.mig",
 }
@@ -41,7 +46,6 @@ EQUIVALENTS: dict[tuple[str, ...], str] = {
 IGNORED_UPSTREAM = {("resources", "gpus"), ("resources", "mig")}
 # Upstream key path -> (values under which nvdp behaves the same, why others are dropped).
 WITHOUT_EQUIVALENT: dict[tuple[str, ...], tuple[tuple[object, ...], str]] = {
-    ("flags", "mpsRoot"): (("",), UNSUPPORTED_UPSTREAM["mps"]),
     ("flags", "gdrcopyEnabled"): ((False,), UNSUPPORTED_UPSTREAM["gdrcopy_enabled"]),
     ("flags", "gdsEnabled"): ((False,), UNSUPPORTED_UPSTREAM["gds_enabled"]),
     ("flags", "mofedEnabled"): ((False,), UNSUPPORTED_UPSTREAM["mofed_enabled"]),
@@ -51,13 +55,13 @@ WITHOUT_EQUIVALENT: dict[tuple[str, ...], tuple[tuple[object, ...], str]] = {
     ("flags", "plugin", "cdiAnnotationPrefix"): (("cdi.k8s.io/",), UNSUPPORTED_UPSTREAM["cdi_annotation_prefix"]),
     ("flags", "plugin", "nvidiaCTKPath"): (("/usr/bin/nvidia-ctk",), UNSUPPORTED_UPSTREAM["nvidia_ctk_path"]),
     ("flags", "plugin", "containerDriverRoot"): (("/driver-root", "/"), UNSUPPORTED_UPSTREAM["container_driver_root"]),
-    ("flags", "plugin", "sharedDevicesAllocationPolicy"): (("distributed",), UNSUPPORTED_UPSTREAM["sharing"]),
     ("imex", "channelIDs"): (([],), UNSUPPORTED_UPSTREAM["imex"]),
     ("imex", "required"): ((False,), UNSUPPORTED_UPSTREAM["imex"]),
-    ("sharing", "timeSlicing"): ((), UNSUPPORTED_UPSTREAM["sharing"] + "; each GPU is advertised once"),
-    ("sharing", "mps"): ((), UNSUPPORTED_UPSTREAM["sharing"] + "; each GPU is advertised once"),
 }
 _TABLES = {("flags",), ("flags", "plugin"), ("imex",), ("resources",), ("sharing",)}
+# upstream sharing.<mode> -> nvdp [sharing.<mode>]; both have the shape of upstream's ReplicatedResources.
+SHARING_MODES = {"timeSlicing": "time_slicing", "mps": "mps"}
+_REPLICATED = {"renameByDefault": "rename_by_default", "failRequestsGreaterThanOne": "fail_requests_greater_than_one"}
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,11 @@ def import_upstream_text(text: str, path: Path = Path("<input>")) -> ImportResul
         raise ConfigError(header, [f"version: unknown version {show_value(version)} (upstream knows only v1)"])
     rest = {k: v for k, v in document.items() if k != "version"}
     _walk((), rest, values, sources, warnings, errors)
+    _sharing_mode_chosen(values, warnings)
 
-    nested: dict[str, dict[str, object]] = {}
+    nested: dict[str, Any] = {}
     for key, value in values.items():
-        section, _, leaf = key.partition(".")
-        nested.setdefault(section, {})[leaf] = value
+        assign(nested, key, value)
     config = parse_config(nested, header=header, sources=sources, path=path, errors=errors)
     preamble = [f"Imported from {path} by `nvdp config import`."]
     preamble += [f"warning: {w}" for w in warnings]
@@ -143,6 +147,10 @@ def _walk(
                 _walk(path, value, values, sources, warnings, errors)
             else:
                 errors.append(f"{name}: expected a mapping (got {show_value(value)})")
+        elif len(path) == 2 and path[0] == "sharing" and path[1] in SHARING_MODES:
+            _replicated_resources(name, SHARING_MODES[path[1]], value, values, sources, warnings, errors)
+        elif path == ("flags", "mpsRoot") and value == "":
+            continue  # upstream's default: not set
         elif path == ("flags", "plugin", "deviceListStrategy"):
             kept = _device_list_strategy(name, value, warnings)
             if kept is not None:
@@ -176,3 +184,78 @@ def _device_list_strategy(name: str, value: object, warnings: list[str]) -> obje
         warnings.append(f'{name}: nothing left, so nvdp\'s default "envvar" applies')
         return None
     return kept
+
+
+def _replicated_resources(
+    name: str,
+    mode: str,
+    table: object,
+    values: dict[str, object],
+    sources: dict[str, str],
+    warnings: list[str],
+    errors: list[str],
+) -> None:
+    """Upstream's sharing.timeSlicing or sharing.mps, into [sharing.<mode>]."""
+    if not isinstance(table, Mapping):
+        errors.append(f"{name}: expected a mapping (got {show_value(table)})")
+        return
+    for key, value in table.items():
+        if key in _REPLICATED and value is not None:
+            values[f"sharing.{mode}.{_REPLICATED[key]}"] = value
+            sources[f"sharing.{mode}.{_REPLICATED[key]}"] = f"upstream {name}.{key}"
+        elif key != "resources":
+            warnings.append(f"{name}.{key}: unknown upstream key, ignored (upstream ignores it too)")
+    resources = table.get("resources")
+    if not resources or not isinstance(resources, list):
+        # Upstream's own parse error; an empty list or a mapping is no list of resources either.
+        shown = "" if resources is None else f" (got {show_value(resources)})"
+        errors.append(f"{name}.resources: no resources specified{shown}; upstream refuses this file too")
+        return
+    entries = [_replicated_resource(f"{name}.resources[{i}]", entry, warnings, errors) for i, entry in enumerate(resources)]
+    values[f"sharing.{mode}.resources"] = entries
+    sources[f"sharing.{mode}.resources"] = f"upstream {name}.resources"
+
+
+def _replicated_resource(name: str, entry: object, warnings: list[str], errors: list[str]) -> object:
+    """One upstream resources[] entry: name and replicas kept, rename and a device selection dropped as upstream drops them."""
+    if not isinstance(entry, Mapping):
+        return entry  # nvdp's validation says "expected a table"
+    out: dict[object, object] = {}
+    for key, value in entry.items():
+        if value is None:
+            continue
+        if key in ("name", "replicas"):
+            out[key] = value
+        elif key == "rename":
+            if isinstance(value, str):
+                warnings.append(
+                    f"{name}.rename = {show_value(value)} dropped: upstream ignores a custom name (renameByDefault "
+                    "advertises <name>.shared)"
+                )
+            else:
+                errors.append(f"{name}.rename: expected a resource name (got {show_value(value)})")
+        elif key == "devices":
+            if value == "all":
+                continue
+            try:
+                what = describe_device_selection(value)
+            except ValueError as exc:
+                errors.append(f"{name}.devices: {exc}")
+            else:
+                warnings.append(f"{name}.devices dropped: {what}, but upstream ignores a selection and shares every device")
+        else:
+            warnings.append(f"{name}.{key}: unknown upstream key, ignored (upstream ignores it too)")
+    return out
+
+
+def _sharing_mode_chosen(values: dict[str, object], warnings: list[str]) -> None:
+    """Upstream shares by MPS when both modes list resources; nvdp refuses both, so time-slicing is dropped."""
+    if "sharing.mps.resources" in values and "sharing.time_slicing.resources" in values:
+        for key in [k for k in values if k.startswith("sharing.time_slicing.")]:
+            del values[key]
+        warnings.append("sharing.timeSlicing dropped: upstream shares by MPS alone when sharing.mps lists resources")
+    if "sharing.mps.resources" in values and "sharing.mps.root" not in values:
+        warnings.append(
+            "flags.mpsRoot is not set: upstream needs --mps-root for MPS (its helm chart passes /run/nvidia/mps); "
+            f'nvdp uses sharing.mps.root = "{MpsConfig().root}"'
+        )

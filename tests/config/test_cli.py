@@ -26,6 +26,7 @@ sharing:
     resources:
     - name: nvidia.com/gpu
       replicas: 4
+      rename: gpu-shared
 """
 
 
@@ -202,9 +203,10 @@ def test_import_prints_toml_and_warns_on_stderr(tmp_path: Path, capsys) -> None:
     assert code == 0
     assert "fail_on_init_error = false\n" in out
     assert 'device_list_strategy = ["volume-mounts"]\n' in out
+    assert '  { name = "nvidia.com/gpu", replicas = 4, devices = "all" },\n' in out
     assert err.splitlines() == [
-        "nvdp: warning: sharing.timeSlicing dropped: GPU sharing (time-slicing, MPS) is not supported yet; "
-        "each GPU is advertised once"
+        'nvdp: warning: sharing.timeSlicing.resources[0].rename = "gpu-shared" dropped: upstream ignores a custom '
+        "name (renameByDefault advertises <name>.shared)"
     ]
     written = write(tmp_path, out, "imported.toml")
     assert load_config(written, environ={}).config.plugin.fail_on_init_error is False

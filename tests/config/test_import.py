@@ -83,18 +83,10 @@ def test_flags_only_config_translates_without_warnings() -> None:
             "mig_strategy": "none",
         },
         "resources": {},
+        "sharing": {"time_slicing": {}, "mps": {}},
         "logging": {},
     }
     assert config.plugin.nvidia_driver_root == Path("/run/nvidia/driver")
-
-
-def test_time_slicing_is_dropped_with_a_warning() -> None:
-    doc, warnings, config = toml_of(TIME_SLICING)
-    assert warnings == [
-        "sharing.timeSlicing dropped: GPU sharing (time-slicing, MPS) is not supported yet; each GPU is advertised once"
-    ]
-    assert config == Config()
-    assert "sharing" not in doc
 
 
 MIG_MIXED = """\
@@ -160,9 +152,9 @@ def test_an_imported_mig_config_loads_to_the_imported_config(tmp_path: Path) -> 
 
 
 def test_warnings_are_repeated_in_the_output_header() -> None:
-    result = import_upstream_text(TIME_SLICING, Path("/etc/nvidia/plugin.yaml"))
+    result = import_upstream_text("flags: {gdsEnabled: true}\n", Path("/etc/nvidia/plugin.yaml"))
     assert "# Imported from /etc/nvidia/plugin.yaml by `nvdp config import`.\n" in result.toml
-    assert "# warning: sharing.timeSlicing dropped: GPU sharing" in result.toml
+    assert "# warning: flags.gdsEnabled = true dropped: GPUDirect Storage" in result.toml
 
 
 @pytest.mark.parametrize(
@@ -220,7 +212,6 @@ def test_empty_configs_mean_defaults(text: str) -> None:
 
 # (upstream fragment, start of the expected warning)
 DROPPED = [
-    ("flags: {mpsRoot: /run/nvidia/mps}", 'flags.mpsRoot = "/run/nvidia/mps" dropped: GPU sharing'),
     ("flags: {gdrcopyEnabled: true}", "flags.gdrcopyEnabled = true dropped: GDRCopy injection is not supported yet"),
     ("flags: {gdsEnabled: true}", "flags.gdsEnabled = true dropped: GPUDirect Storage"),
     ("flags: {mofedEnabled: true}", "flags.mofedEnabled = true dropped: MOFED"),
@@ -230,10 +221,8 @@ DROPPED = [
     ("flags: {plugin: {cdiAnnotationPrefix: x.io/}}", 'flags.plugin.cdiAnnotationPrefix = "x.io/" dropped: CDI'),
     ("flags: {plugin: {nvidiaCTKPath: /opt/ctk}}", 'flags.plugin.nvidiaCTKPath = "/opt/ctk" dropped: CDI'),
     ("flags: {plugin: {containerDriverRoot: /drv}}", 'flags.plugin.containerDriverRoot = "/drv" dropped: not needed'),
-    ("flags: {plugin: {sharedDevicesAllocationPolicy: packed}}", "flags.plugin.sharedDevicesAllocationPolicy"),
     ("imex: {channelIDs: [0]}", "imex.channelIDs dropped: IMEX channels are not supported yet"),
     ("imex: {required: true}", "imex.required = true dropped: IMEX"),
-    ("sharing: {mps: {resources: [{name: nvidia.com/gpu, replicas: 2}]}}", "sharing.mps dropped: GPU sharing"),
     ("flags: {somethingNew: 1}", "flags.somethingNew: unknown upstream key, ignored"),
     ("extra: 1", "extra: unknown upstream key, ignored"),
 ]
@@ -312,7 +301,8 @@ yaml_values = st.recursive(
     | st.sampled_from(["v1", "none", "envvar", "cdi-cri", "index", "/", "all"]),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
         st.sampled_from(["flags", "plugin", "version", "sharing", "imex", "resources", "deviceListStrategy",
-                         "failOnInitError", "migStrategy", "timeSlicing", "x"]),
+                         "failOnInitError", "migStrategy", "timeSlicing", "mps", "mpsRoot", "renameByDefault",
+                         "name", "replicas", "rename", "devices", "x"]),
         inner, max_size=4),
     max_leaves=10,
 )
