@@ -82,9 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     upstream = _subcommand(
         sub, "import", "translate an upstream NVIDIA device plugin config into nvdp TOML",
         "Translate an NVIDIA k8s-device-plugin config file (YAML or JSON, the --config-file of "
-        "upstream) into an nvdp config file. Settings nvdp does not support (MIG strategies, "
-        "time-slicing and MPS sharing, CDI, GDRCopy/GDS/MOFED, IMEX, custom resources) are "
-        "dropped with a warning on stderr and in the output's header.",
+        "upstream) into an nvdp config file: flags, MIG strategy, resources patterns, time-slicing and "
+        "MPS sharing. Settings nvdp does not support (CDI, GDRCopy/GDS/MOFED, IMEX) are dropped with a "
+        "warning on stderr and in the output's header.",
     )
     upstream.add_argument("file", type=Path, metavar="FILE", help='upstream config file, or "-" for stdin')
     _add_output(upstream)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -33,15 +33,19 @@ from nvdp_node.domain.claims import held_elsewhere
 from nvdp_node.domain.devices import DeviceSet, Health, NodeInventory
 from nvdp_node.domain.errors import TemporaryError
 from nvdp_node.domain.registration import Backoff, Registrar
+from nvdp_node.domain.allocation import MpsAllocation
 from nvdp_node.domain.resources import plan_devices
+from nvdp_node.domain.sharing import plan_sharing
 from nvdp_node.domain.resource_names import socket_name
 
 log = logging.getLogger(__name__)
 
 CLAIMS_POLL = 2.0  # re-ask PodResources this often while a pod holds one of our GPUs elsewhere
 IDLE_PASS = 10.0  # safety-net pass even without a poke
+GATE_POLL = 2.0  # how often a gated resource (MPS) asks again whether it may be served
 STREAM_WAIT = 5.0  # kubelet opens ListAndWatch right after Register; without it by then, register again
 RegisterFn = Callable[..., Awaitable[None]]
+Gate = Callable[[], Awaitable[str | None]]  # None: may be served; else why not
 
 
 class ResourcePlugin:
@@ -59,6 +63,7 @@ class ResourcePlugin:
         register_fn: RegisterFn = register,
         clock: Callable[[], float] = time.monotonic,
         stream_wait: float = STREAM_WAIT,
+        gate: Gate | None = None,
     ) -> None:
         self.resource_name = resource_name
         self.state = state
@@ -79,6 +84,8 @@ class ResourcePlugin:
         self._kubelet_stream: object = None  # token of the stream counted as kubelet's
         self._stream_lost = False
         self._stream_wait = stream_wait
+        self._gate = gate
+        self.gate_error: str | None = None
         self._stream_due_at: float | None = None  # set after a Register until kubelet's stream opens
         self._claims_due = pod_resources_socket is not None
         self._claims_next = 0.0
@@ -97,7 +104,7 @@ class ResourcePlugin:
 
     @property
     def last_error(self) -> str | None:
-        return self.serve_error or self.registrar.last_error
+        return self.gate_error or self.serve_error or self.registrar.last_error
 
     def start(self, kubelet: object = None) -> None:
         self._task = asyncio.create_task(self._run(), name=f"resource {self.resource_name}")
@@ -163,9 +170,13 @@ class ResourcePlugin:
             waits.append(max(0.0, self._claims_next - now))
         if self._stream_due_at is not None:
             waits.append(max(0.0, self._stream_due_at - now))
+        if self._gate is not None:
+            waits.append(GATE_POLL)
         return min(waits)
 
     async def _pass(self) -> None:
+        if self._gate is not None and not await self._gate_open():
+            return
         if not self.serving:
             await self._serve()
             self.first_pass.set()  # READY waits for serving, never for kubelet
@@ -193,6 +204,25 @@ class ResourcePlugin:
                   self.registrar.state, kubelet)
         if self.registrar.due(self._clock(), kubelet, serving=self.serving):
             await self._register_once(kubelet)
+
+    async def _gate_open(self) -> bool:
+        """A gated resource (MPS) is served only while its gate (the control daemon) says so."""
+        assert self._gate is not None
+        reason = await self._gate()
+        if reason is None:
+            if self.gate_error is not None:
+                log.info("%s: %s no more; serving", self.resource_name, self.gate_error)
+            self.gate_error = None
+            return True
+        if self.gate_error != reason:
+            log.warning("%s: not served: %s", self.resource_name, reason)
+        self.gate_error = reason
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+        self.registrar.lost()
+        self.first_pass.set()
+        return False
 
     async def _serve(self) -> None:
         now = self._clock()
@@ -286,26 +316,39 @@ class ResourcePlugin:
 
 @dataclass(frozen=True)
 class Planned:
-    """The resources to run after an enumeration, with what the naming rules said about the node."""
+    """The resources to run after an enumeration, with what the naming and sharing rules said."""
 
     resources: dict[object, tuple[str, DeviceState]]
     warnings: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    mps: dict[str, int] = field(default_factory=dict)  # MPS resource name → replicas per device
 
 
 def plan_resources(settings: ServeSettings, inventory: NodeInventory) -> Planned:
-    """Resource key → (resource name, its fresh device state), by the MIG strategy and name patterns.
+    """Resource key → (resource name, its fresh device state), by MIG strategy, name patterns and sharing.
 
     Resources with no devices are left out (no socket, no registration). A
-    GPU NVML could not fully query starts Unhealthy, and so do its MIG devices.
+    GPU NVML could not fully query starts Unhealthy, and so do its MIG
+    devices and replicas.
     """
     plan = plan_devices(inventory, settings.naming)
+    shared = plan_sharing(plan.resources, settings.sharing,
+                          compute_capabilities={g.uuid: g.compute_capability for g in inventory.gpus})
+    sharing = settings.sharing
+    mps = sharing is not None and sharing.kind == "mps"
     errored = {g.uuid for g in inventory.gpus if g.error is not None}
     resources: dict[object, tuple[str, DeviceState]] = {}
-    for name, devices in plan.resources.items():
-        state = DeviceState(DeviceSet(devices), replace(settings.policy, resource_name=name))
+    for name, devices in shared.resources.items():
+        policy = replace(settings.policy, resource_name=name)
+        if sharing is not None and name in shared.replicas:
+            policy = replace(policy, fail_requests_greater_than_one=sharing.fail_requests_greater_than_one,
+                             mps=MpsAllocation(root=settings.mps_root) if mps else None)
+        state = DeviceState(DeviceSet(devices), policy)
         unhealthy = [d.id for d in devices if d.gpu_uuid in errored]
         if unhealthy:
             state.devices.set_health(unhealthy, Health.UNHEALTHY)
         resources[(name, settings.socket_dir)] = (name, state)
-    return Planned(resources=resources, warnings=plan.warnings, errors=plan.errors)
+    return Planned(
+        resources=resources, warnings=plan.warnings + shared.warnings, errors=plan.errors + shared.errors,
+        mps=dict(shared.replicas) if mps else {},
+    )

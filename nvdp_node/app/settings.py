@@ -14,10 +14,12 @@ from pathlib import Path
 
 from nvdp_node.adapters.host import HostRoot
 from nvdp_node.config import Config, naming_from_config
+from nvdp_node.config.sharing import sharing_from_config
 from nvdp_node.config.render import effective_summary
 from nvdp_node.domain.allocation import AllocationPolicy
 from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
 from nvdp_node.domain.resources import ResourceNaming
+from nvdp_node.domain.sharing import Sharing
 
 CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 
@@ -49,6 +51,8 @@ class ServeSettings:
     health: HealthSettings
     host: HostRoot
     naming: ResourceNaming
+    sharing: Sharing | None
+    mps_root: str
     mig_check_interval: float
     log_level: str
     log_format: str
@@ -72,6 +76,7 @@ class ServeSettings:
                 pass_device_specs=pass_specs,
                 dev_root=str(plugin.dev_root_path),
                 control_device_paths=present_control_devices(host) if pass_specs else (),
+                shared_devices_allocation_policy=plugin.shared_devices_allocation_policy,
             ),
             health=HealthSettings(
                 enabled=config.health.enabled,
@@ -87,6 +92,8 @@ class ServeSettings:
             ),
             host=host,
             naming=naming_from_config(config),
+            sharing=sharing_from_config(config),
+            mps_root=str(config.sharing.mps.root),
             mig_check_interval=float(config.plugin.mig_check_interval),
             log_level=config.logging.level,
             log_format=config.logging.format,

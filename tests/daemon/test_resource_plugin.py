@@ -67,12 +67,12 @@ def kubelet_sock(directory: Path) -> None:
 
 
 def make(name: str, directory: Path, kubelet: Kubelet, clock: list[float], passes: Passes,
-         stream_wait: float = 1e9) -> ResourcePlugin:
+         stream_wait: float = 1e9, gate=None) -> ResourcePlugin:
     devices = DeviceSet([Device(id="GPU-1", index="0", gpu_uuid="GPU-1", numa_node=None)])
     return ResourcePlugin(
         name, DeviceState(devices, AllocationPolicy(resource_name=name)), socket_dir=directory,
         kubelet_socket=directory / "kubelet.sock", on_change=passes, register_fn=kubelet.register,
-        clock=lambda: clock[0], stream_wait=stream_wait,
+        clock=lambda: clock[0], stream_wait=stream_wait, gate=gate,
     )
 
 
@@ -163,5 +163,29 @@ def test_no_register_is_sent_while_kubelet_sock_is_missing(directory):
         kubelet_sock(directory)
         await passes.after(plugin, None)
         assert kubelet.calls == [GOOD] and plugin.registered
+        await plugin.stop()
+    asyncio.run(body())
+
+
+def test_a_gated_resource_is_served_only_while_its_gate_is_open(directory):
+    async def body() -> None:
+        clock, kubelet, passes = [0.0], Kubelet(refuse=set()), Passes()
+        kubelet_sock(directory)
+        reason: list[str | None] = ["MPS control daemon not answering"]
+
+        async def gate() -> str | None:
+            return reason[0]
+
+        plugin = make(GOOD, directory, kubelet, clock, passes, gate=gate)  # as the supervisor does for MPS
+        plugin.start()
+        await asyncio.wait_for(plugin.first_pass.wait(), 10)
+        assert not plugin.serving and not plugin.socket_path.exists() and kubelet.calls == []
+        assert plugin.last_error == "MPS control daemon not answering"
+        reason[0] = None
+        await passes.after(plugin, None)
+        assert plugin.serving and plugin.registered and kubelet.calls == [GOOD]
+        reason[0] = "MPS control daemon stopped"
+        await passes.after(plugin, None)
+        assert not plugin.serving and not plugin.registered and not plugin.socket_path.exists()
         await plugin.stop()
     asyncio.run(body())
