@@ -1,0 +1,1 @@
+"""Stand-ins for the MPS control daemon, nvidia-smi and systemctl (see README.md)."""
