@@ -18,7 +18,7 @@ from pathlib import Path
 from nvdp_node import __version__
 from nvdp_node.app import check_cli, config_cli
 from nvdp_node.adapters.host.paths import HostRoot
-from nvdp_node.app.settings import ServeSettings
+from nvdp_node.app.settings import MpsHost, ServeSettings
 from nvdp_node.config import Config, ConfigError, LoadedConfig, load_config
 from nvdp_node.domain.errors import EX_CONFIG, HostCheckFailed, PermanentError
 
@@ -121,6 +121,18 @@ def _add_host_flags(p: argparse.ArgumentParser) -> None:
         "--proc-root", type=Path, default=Path("/proc"), metavar="DIR",
         help="where /proc is, for the MIG capability minors (default: /proc)",
     )
+    p.add_argument(
+        "--systemctl", default="systemctl", metavar="PATH",
+        help="systemctl that starts the nvdp-mps@ units of MPS-shared resources (default: systemctl)",
+    )
+    p.add_argument(
+        "--mps-control", default="nvidia-cuda-mps-control", metavar="PATH",
+        help="the MPS control client used to probe the MPS daemons (default: nvidia-cuda-mps-control)",
+    )
+    p.add_argument(
+        "--mps-env-dir", type=Path, default=Path("/run/nvdp/mps"), metavar="DIR",
+        help="where the nvdp-mps@ units' environment files are written (default: /run/nvdp/mps)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -152,6 +164,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_host(loaded.config, host)  # under policy "fail" a failing check rejects the reload
         return ServeSettings.from_config(loaded.config, host)
 
+    mps = MpsHost(systemctl=args.systemctl, control=args.mps_control, env_dir=args.mps_env_dir)
+
     def reloaded(settings: ServeSettings) -> None:
         setup_logging(settings.log_level, settings.log_format)
         log.info("effective configuration: %s", settings.summary)
@@ -161,7 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)  # logging is not set up without a config; journald keeps stderr
         return EX_CONFIG
-    settings = ServeSettings.from_config(loaded.config, host)
+    settings = ServeSettings.from_config(loaded.config, host, mps)
     setup_logging(settings.log_level, settings.log_format)
     for notice in loaded.notices:
         log.warning("%s", notice)

@@ -118,6 +118,13 @@ class ResourcePlugin:
         self.state.replace(state.devices, state.policy)
         self.recheck_claims()
 
+    def set_gate(self, gate: Gate | None) -> None:
+        """A reload made this resource MPS-shared (or no longer): serve behind ``gate`` from now on."""
+        self._gate = gate
+        if gate is None:
+            self.gate_error = None
+        self._poked.set()
+
     def recheck_claims(self) -> None:
         if self.pod_resources_socket is not None:
             self._claims_due, self._claims_next = True, 0.0

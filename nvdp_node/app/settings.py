@@ -41,6 +41,15 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class MpsHost:
+    """Where the MPS daemons' tools are on this host (command-line flags; tests point them at stand-ins)."""
+
+    systemctl: str = "systemctl"
+    control: str = "nvidia-cuda-mps-control"
+    env_dir: Path = Path("/run/nvdp/mps")
+
+
+@dataclass(frozen=True)
 class ServeSettings:
     resource_name: str
     socket_dir: Path
@@ -53,13 +62,14 @@ class ServeSettings:
     naming: ResourceNaming
     sharing: Sharing | None
     mps_root: str
+    mps_host: MpsHost
     mig_check_interval: float
     log_level: str
     log_format: str
     summary: str  # the effective configuration in one line, logged at start and after each reload
 
     @classmethod
-    def from_config(cls, config: Config, host: HostRoot) -> ServeSettings:
+    def from_config(cls, config: Config, host: HostRoot, mps_host: MpsHost | None = None) -> ServeSettings:
         plugin = config.plugin
         pass_specs = plugin.pass_device_specs
         pod_resources = config.kubelet.pod_resources_socket
@@ -94,6 +104,7 @@ class ServeSettings:
             naming=naming_from_config(config),
             sharing=sharing_from_config(config),
             mps_root=str(config.sharing.mps.root),
+            mps_host=mps_host or MpsHost(),
             mig_check_interval=float(config.plugin.mig_check_interval),
             log_level=config.logging.level,
             log_format=config.logging.format,

@@ -22,6 +22,7 @@ from nvdp_node.adapters import nvml
 from nvdp_node.adapters.dir_watch import DirWatcher
 from nvdp_node.adapters.systemd_notify import Notifier, watchdog_interval
 from nvdp_node.app.health_fanout import HealthFanout
+from nvdp_node.app.mps_units import MpsUnits
 from nvdp_node.app.inventory import carry_health, describe_inventory, describe_layout_change, mig_layout
 from nvdp_node.app.resource_plugin import ResourcePlugin, plan_resources
 from nvdp_node.app.settings import ServeSettings
@@ -76,6 +77,7 @@ class Supervisor:
         self._watcher: DirWatcher | None = None
         self._applying = asyncio.Lock()  # a reload and a MIG layout change never apply at once
         self.plan_errors: tuple[str, ...] = ()
+        self.mps_units = MpsUnits()
 
     # -- events (signal handlers and callbacks only set these) ---------------
     def wake(self, reason: str = "") -> None:
@@ -204,8 +206,14 @@ class Supervisor:
             started: list[ResourcePlugin] = []
             keep: dict[object, ResourcePlugin] = {}
             for key, (name, state) in planned.resources.items():
+                gate = None
+                if name in planned.mps:
+                    parents = {d.gpu_uuid for d in state.devices.by_id.values()}
+                    gpus = [g for g in inventory.gpus if g.uuid in parents]
+                    gate = await self.mps_units.ensure(settings, name, planned.mps[name], gpus)
                 plugin = self.plugins.get(key)
                 if plugin is not None:
+                    plugin.set_gate(gate)
                     plugin.kubelet_socket = settings.kubelet_socket
                     plugin.pod_resources_socket = settings.pod_resources_socket
                     if keep_health:
@@ -218,6 +226,7 @@ class Supervisor:
                     plugin = ResourcePlugin(
                         name, state, socket_dir=settings.socket_dir, kubelet_socket=settings.kubelet_socket,
                         pod_resources_socket=settings.pod_resources_socket, on_change=self._resource_changed,
+                        gate=gate,
                     )
                     plugin.start()
                     started.append(plugin)
@@ -232,6 +241,8 @@ class Supervisor:
                 for plugin in gone:
                     log.info("%s has no devices any more; stopping it", plugin.resource_name)
                 await asyncio.gather(*(p.stop() for p in gone))
+            for resource in self.mps_units.managed() - set(planned.mps):
+                await self.mps_units.stop(resource)
             self.wake()
 
     async def _registered_or_timeout(self, plugins: list[ResourcePlugin]) -> None:
