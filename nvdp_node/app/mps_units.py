@@ -40,7 +40,15 @@ class MpsUnits:
 
     async def ensure(self, settings: ServeSettings, resource: str, replicas: int, gpus: Sequence[Gpu]) -> Gate:
         """Start (or restart with new limits) ``resource``'s daemon; the gate its plugin serves behind."""
-        control = self.control(settings)
+        try:
+            control = self.control(settings)
+        except ValueError as err:  # e.g. a sharing.mps.root the unit cannot use: never fatal
+            log.error("%s: cannot run its MPS control daemon: %s", resource, err)
+
+            async def refused() -> str | None:
+                return f"MPS control daemon not started: {err}"
+
+            return refused
         key = (replicas, tuple(g.uuid for g in gpus))
         running = self._running.get(resource)
         if running is None or running[1:] != key or running[0].root != control.root:
