@@ -35,7 +35,7 @@ class MpsUnits:
 
     def control(self, settings: ServeSettings) -> MpsControl:
         host = settings.mps_host
-        return MpsControl(root=_path(settings.mps_root), systemctl=host.systemctl, env_dir=host.env_dir,
+        return MpsControl(root=Path(settings.mps_root), systemctl=host.systemctl, env_dir=host.env_dir,
                           control=host.control)
 
     async def ensure(self, settings: ServeSettings, resource: str, replicas: int, gpus: Sequence[Gpu]) -> Gate:
@@ -90,7 +90,3 @@ class MpsUnits:
 
     def managed(self) -> set[str]:
         return set(self._running) | set(self._start_error)
-
-
-def _path(text: str) -> Path:
-    return Path(text)

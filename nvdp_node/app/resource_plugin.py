@@ -32,7 +32,7 @@ from nvdp_node.app.settings import ServeSettings
 from nvdp_node.domain.claims import held_elsewhere
 from nvdp_node.domain.devices import DeviceSet, Health, NodeInventory
 from nvdp_node.domain.errors import TemporaryError
-from nvdp_node.domain.registration import Backoff, Registrar
+from nvdp_node.domain.registration import Backoff, Registrar, RegState
 from nvdp_node.domain.allocation import MpsAllocation
 from nvdp_node.domain.resources import plan_devices
 from nvdp_node.domain.sharing import plan_sharing
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 CLAIMS_POLL = 2.0  # re-ask PodResources this often while a pod holds one of our GPUs elsewhere
 IDLE_PASS = 10.0  # safety-net pass even without a poke
-GATE_POLL = 2.0  # how often a gated resource (MPS) asks again whether it may be served
+GATE_POLL = 2.0  # how often a gated resource (MPS) that may not be served asks again
 STREAM_WAIT = 5.0  # kubelet opens ListAndWatch right after Register; without it by then, register again
 RegisterFn = Callable[..., Awaitable[None]]
 Gate = Callable[[], Awaitable[str | None]]  # None: may be served; else why not
@@ -80,7 +80,6 @@ class ResourcePlugin:
         self.claims_backoff = Backoff()  # 1 s … 30 s while PodResources cannot be reached
         self._server: PluginServer | None = None
         self._kubelet: object = None
-        self._generation = 0  # bumped by every Register; kubelet's stream belongs to one
         self._kubelet_stream: object = None  # token of the stream counted as kubelet's
         self._stream_lost = False
         self._stream_wait = stream_wait
@@ -106,10 +105,10 @@ class ResourcePlugin:
     def last_error(self) -> str | None:
         return self.gate_error or self.serve_error or self.registrar.last_error
 
-    def start(self, kubelet: object = None) -> None:
+    def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"resource {self.resource_name}")
 
-    def poke(self, kubelet: object = None) -> None:
+    def poke(self) -> None:
         """Something may have changed; look again (kubelet.sock is read afresh by the pass itself)."""
         self._poked.set()
 
@@ -177,8 +176,8 @@ class ResourcePlugin:
             waits.append(max(0.0, self._claims_next - now))
         if self._stream_due_at is not None:
             waits.append(max(0.0, self._stream_due_at - now))
-        if self._gate is not None:
-            waits.append(GATE_POLL)
+        if self._gate is not None and self.gate_error is not None:
+            waits.append(GATE_POLL)  # closed: ask often; open, the 10 s pass asks (a probe forks a client)
         return min(waits)
 
     async def _pass(self) -> None:
@@ -258,11 +257,11 @@ class ResourcePlugin:
         if self._server is not None and (ended := self._server.servicer.end_streams()):
             # Kubelet 1.32 drops the *new* client when an older stream of the same
             # resource ends after a re-registration (allocatable 0 until the next
-            # one); ending the old streams first leaves nothing to race with.
+            # one). Ending the old streams first narrows that race; kubelet may
+            # still see the end late, which the STREAM_WAIT check repairs.
             log.info("%s: ended %d open ListAndWatch stream(s) before registering again",
                      self.resource_name, ended)
         self.registrar.started(kubelet)
-        self._generation += 1
         self._kubelet_stream = None
         self._on_change(f"{self.resource_name}: registering")
         try:
@@ -302,8 +301,8 @@ class ResourcePlugin:
     # -- StreamObserver (called by the servicer on the loop) ------------------
     def opened(self) -> object:
         """The first stream after a Register started is kubelet's; any other is some local client's."""
-        token = (self._generation, object())
-        if self._kubelet_stream is None and self.registrar.state.value in ("registering", "registered"):
+        token = object()
+        if self._kubelet_stream is None and self.registrar.state in (RegState.REGISTERING, RegState.REGISTERED):
             self._kubelet_stream = token
             self._stream_due_at = None
         else:

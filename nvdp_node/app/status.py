@@ -55,9 +55,9 @@ def _many(resources: Sequence[ResourceView], kubelet_present: bool, kubelet_sock
     counts = []
     for r in resources:
         count = f"{r.devices} {r.resource_name}"
-        unhealthy = r.devices - r.healthy
-        if unhealthy:
-            count += f" ({unhealthy} unhealthy)"
+        notes = _notes(r)
+        if notes:
+            count += f" ({', '.join(notes)})"
         counts.append(count)
     text = "Serving " + ", ".join(counts)
     failing = [r for r in resources if not r.serving]
@@ -84,11 +84,7 @@ def _one(r: ResourceView, found: int, expected: int, kubelet_present: bool, kube
     what = f"{r.devices} GPU{'s' if r.devices != 1 else ''}"
     if expected > found:
         what = f"{r.devices} of {r.devices + expected - found} GPUs ({expected - found} not identified)"
-    notes = []
-    if r.held:
-        notes.append(f"{r.held} held by pods under another resource name")
-    if r.devices - r.healthy - r.held > 0:
-        notes.append(f"{r.devices - r.healthy - r.held} unhealthy")
+    notes = _notes(r)
     if notes:
         what += f" ({', '.join(notes)})"
     text = f"Serving {what} as {r.resource_name}"
@@ -103,3 +99,13 @@ def _one(r: ResourceView, found: int, expected: int, kubelet_present: bool, kube
     if r.claims_error:
         text += f"; PodResources unreachable ({r.claims_error})"
     return text
+
+
+def _notes(r: ResourceView) -> list[str]:
+    """Devices not on offer, and why: held under another name (PodResources) or unhealthy."""
+    notes = []
+    if r.held:
+        notes.append(f"{r.held} held by pods under another resource name")
+    if r.devices - r.healthy - r.held > 0:
+        notes.append(f"{r.devices - r.healthy - r.held} unhealthy")
+    return notes

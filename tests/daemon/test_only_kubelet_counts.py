@@ -44,8 +44,12 @@ def test_a_chmod_of_kubelet_sock_is_not_a_kubelet_restart(nvdp_daemon, kubelet_p
     daemon = serve(nvdp_daemon, kubelet_peer, h100, tmp_path)
     checked = daemon.log().count("nvidia.com/gpu: checked")
     kubelet_peer.socket_path.chmod(0o660)
-    (kubelet_peer.plugin_dir / "wake-up").mkdir()  # an inotify event, so nvdp looks again at once
+    # Two inotify events, each waited for: the second pass starts only once the first one,
+    # and any Register it decided on, is done.
+    (kubelet_peer.plugin_dir / "wake-up").mkdir()
     daemon.wait_log_count("nvidia.com/gpu: checked", checked + 1)
+    (kubelet_peer.plugin_dir / "wake-up").rmdir()
+    daemon.wait_log_count("nvidia.com/gpu: checked", checked + 2)
     assert kubelet_peer.registration_count(GPU) == 1
 
 

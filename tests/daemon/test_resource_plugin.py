@@ -48,10 +48,10 @@ class Passes:
             self.count += 1
             self.event.set()
 
-    async def after(self, plugin: ResourcePlugin, kubelet: object) -> None:
+    async def after(self, plugin: ResourcePlugin) -> None:
         """Poke ``plugin`` and wait until it finished a pass."""
         target = self.count + 1
-        plugin.poke(kubelet)
+        plugin.poke()
         while self.count < target:
             self.event.clear()
             await asyncio.wait_for(self.event.wait(), 10)
@@ -89,24 +89,24 @@ def test_one_refused_resource_backs_off_while_the_other_registers(directory):
         good_passes, bad_passes = Passes(), Passes()
         good = make(GOOD, directory, kubelet, clock, good_passes)
         bad = make(BAD, directory, kubelet, clock, bad_passes)
-        good.start("kubelet-1")
-        bad.start("kubelet-1")
+        good.start()
+        bad.start()
         await asyncio.wait_for(asyncio.gather(good.first_pass.wait(), bad.first_pass.wait()), 10)
         assert good.registered and good.serving
         assert bad.serving and bad.registrar.state is RegState.BACKING_OFF
         assert bad.registrar.retry_in(clock[0]) == 1.0
         assert "INVALID_ARGUMENT" in (bad.last_error or "")
 
-        await bad_passes.after(bad, "kubelet-1")  # no time passed: no new attempt
+        await bad_passes.after(bad)  # no time passed: no new attempt
         assert kubelet.calls.count(BAD) == 1
         for expected_delay in (2.0, 4.0, 8.0):
             clock[0] += bad.registrar.retry_in(clock[0])
-            await bad_passes.after(bad, "kubelet-1")
+            await bad_passes.after(bad)
             assert bad.registrar.retry_in(clock[0]) == expected_delay
         assert kubelet.calls.count(BAD) == 4
 
         kubelet_sock(directory)  # kubelet restarted: try at once, from 1 s again
-        await bad_passes.after(bad, "kubelet-2")
+        await bad_passes.after(bad)
         assert kubelet.calls.count(BAD) == 5
         assert bad.registrar.retry_in(clock[0]) == 1.0
         assert kubelet.calls.count(GOOD) == 1, "the good resource is not disturbed by the other's failures"
@@ -120,10 +120,10 @@ def test_a_resource_serves_again_when_its_socket_is_deleted_and_then_registers(d
         clock, kubelet, passes = [0.0], Kubelet(refuse=set()), Passes()
         kubelet_sock(directory)
         plugin = make(GOOD, directory, kubelet, clock, passes)
-        plugin.start("kubelet-1")
+        plugin.start()
         await asyncio.wait_for(plugin.first_pass.wait(), 10)
         plugin.socket_path.unlink()  # what kubelet does at its start
-        await passes.after(plugin, "kubelet-2")
+        await passes.after(plugin)
         assert plugin.serving and plugin.registered
         assert plugin.socket_path.is_socket()
         assert kubelet.calls == [GOOD, GOOD]
@@ -140,13 +140,13 @@ def test_a_registration_kubelet_never_streams_from_is_made_again(directory):
         plugin.start()
         await asyncio.wait_for(plugin.first_pass.wait(), 10)
         while not plugin.registered:
-            await passes.after(plugin, None)
+            await passes.after(plugin)
         assert kubelet.calls == [GOOD]
         clock[0] += 4.9
-        await passes.after(plugin, None)
+        await passes.after(plugin)
         assert kubelet.calls == [GOOD], "kubelet still has time to open its stream"
         clock[0] += 0.2
-        await passes.after(plugin, None)
+        await passes.after(plugin)
         assert kubelet.calls == [GOOD, GOOD], "no ListAndWatch 5 s after Register: register again"
         await plugin.stop()
     asyncio.run(body())
@@ -158,10 +158,10 @@ def test_no_register_is_sent_while_kubelet_sock_is_missing(directory):
         plugin = make(GOOD, directory, kubelet, clock, passes)
         plugin.start()
         await asyncio.wait_for(plugin.first_pass.wait(), 10)
-        await passes.after(plugin, None)
+        await passes.after(plugin)
         assert plugin.serving and kubelet.calls == []
         kubelet_sock(directory)
-        await passes.after(plugin, None)
+        await passes.after(plugin)
         assert kubelet.calls == [GOOD] and plugin.registered
         await plugin.stop()
     asyncio.run(body())
@@ -182,10 +182,10 @@ def test_a_gated_resource_is_served_only_while_its_gate_is_open(directory):
         assert not plugin.serving and not plugin.socket_path.exists() and kubelet.calls == []
         assert plugin.last_error == "MPS control daemon not answering"
         reason[0] = None
-        await passes.after(plugin, None)
+        await passes.after(plugin)
         assert plugin.serving and plugin.registered and kubelet.calls == [GOOD]
         reason[0] = "MPS control daemon stopped"
-        await passes.after(plugin, None)
+        await passes.after(plugin)
         assert not plugin.serving and not plugin.registered and not plugin.socket_path.exists()
         await plugin.stop()
     asyncio.run(body())

@@ -65,10 +65,14 @@ MIG = "nvidia.com/mig-1g.10gb"
          "Serving 4 nvidia.com/gpu, 7 nvidia.com/mig-1g.10gb; waiting for kubelet socket /k/kubelet.sock"),
         ([view()], {"plan_errors": ("GPU 5: MIG-enabled GPU has no MIG devices",)},
          "Serving 8 GPUs as nvidia.com/gpu, registered with kubelet; GPU 5: MIG-enabled GPU has no MIG devices"),
+        ([view(devices=4, healthy=1, held=2), view(resource_name=MIG, devices=7, healthy=7)], {},
+         "Serving 4 nvidia.com/gpu (2 held by pods under another resource name, 1 unhealthy), "
+         "7 nvidia.com/mig-1g.10gb, registered with kubelet"),
         ([], {"plan_errors": ("more than one MIG device type present on node",)},
          "Serving nothing; more than one MIG device type present on node"),
     ],
-    ids=["two-registered", "one-registering", "no-kubelet", "plan-error", "plan-error-nothing-served"],
+    ids=["two-registered", "one-registering", "no-kubelet", "plan-error", "held-and-unhealthy",
+         "plan-error-nothing-served"],
 )
 def test_status_line_with_several_resources_counts_each(views, kw, expected):
     assert line(*views, **kw) == expected

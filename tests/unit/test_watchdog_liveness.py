@@ -50,7 +50,7 @@ def test_a_server_that_no_longer_answers_withholds_the_ping():
             devices = DeviceSet([Device(id=GPU, index="0", gpu_uuid=GPU, numa_node=None)])
             plugin = ResourcePlugin("nvidia.com/gpu", DeviceState(devices, AllocationPolicy()),
                                     socket_dir=directory, kubelet_socket=directory / "kubelet.sock")
-            plugin.start(None)
+            plugin.start()
             await asyncio.wait_for(plugin.first_pass.wait(), 10)
             supervisor = Supervisor(settings(directory))
             supervisor.plugins = {"gpu": plugin}
