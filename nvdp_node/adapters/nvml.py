@@ -2,7 +2,8 @@
 
 Called by the supervisor at start and on every re-enumeration, by
 ``nvdp devices`` and by the driver host check. Everything NVML reports is
-turned into the plain :class:`~nvdp_node.domain.devices.NodeInventory`; NUMA
+turned into the plain :class:`~nvdp_node.domain.devices.NodeInventory`, with
+the GPUs' link table (``nvdp_node.adapters.nvml_topology``); NUMA
 affinity comes from sysfs (as upstream does), and MIG capability minors from
 /proc (``nvdp_node.adapters.host.mig_caps``), both under injectable roots so
 tests use fixture trees. MIG devices are read by ``nvdp_node.adapters.nvml_mig``.
@@ -28,6 +29,7 @@ from nvdp_node.adapters.host.paths import HostRoot
 from nvdp_node.adapters.nvml_mig import read_mig_devices
 from nvdp_node.adapters.nvml_queries import GpuQueries
 from nvdp_node.adapters.nvml_queries import text as text  # re-exported: nvml_health decodes with it
+from nvdp_node.adapters.nvml_topology import LinkedGpu, read_link_table
 from nvdp_node.domain.devices import Gpu, NodeInventory
 from nvdp_node.domain.errors import NvmlUnavailableError
 
@@ -93,6 +95,7 @@ def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None) ->
         gpus: list[Gpu] = []
         skipped: list[str] = []
         unidentified: list[str] = []
+        linked: list[LinkedGpu] = []
         for index in range(count):
             identity = _identify(index)
             if isinstance(identity, str):
@@ -104,9 +107,11 @@ def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None) ->
                 skipped.append(f"{index}:{gpu.name}")
             else:
                 gpus.append(gpu)
+                linked.append(LinkedGpu(gpu.uuid, identity[0], gpu.pci_bus_id))
+        links = read_link_table(linked)
     return NodeInventory(
         driver_version=driver, cuda_driver_version=cuda, gpus=tuple(gpus), skipped=tuple(skipped),
-        unidentified=tuple(unidentified), expected=count - len(skipped),
+        unidentified=tuple(unidentified), expected=count - len(skipped), links=links,
     )
 
 

@@ -202,7 +202,8 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
             size = container.allocation_size
             try:
                 ids = preferred_allocation(self._state.devices.by_id, available, must, size,
-                                           shared_policy=self._state.policy.shared_devices_allocation_policy)
+                                           shared_policy=self._state.policy.shared_devices_allocation_policy,
+                                           links=self._state.devices.links)
             except Exception:  # kubelet fails the pod on any error here: answer something
                 log.exception("GetPreferredAllocation failed; answering without preference")
                 ids = (must + [i for i in available if i not in must])[: max(size, 0)]

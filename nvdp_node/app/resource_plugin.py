@@ -349,7 +349,7 @@ def plan_resources(settings: ServeSettings, inventory: NodeInventory) -> Planned
         if sharing is not None and name in shared.replicas:
             policy = replace(policy, fail_requests_greater_than_one=sharing.fail_requests_greater_than_one,
                              mps=MpsAllocation(root=settings.mps_root) if mps else None)
-        state = DeviceState(DeviceSet(devices), policy)
+        state = DeviceState(DeviceSet(devices, inventory.links), policy)
         unhealthy = [d.id for d in devices if d.gpu_uuid in errored]
         if unhealthy:
             state.devices.set_health(unhealthy, Health.UNHEALTHY)

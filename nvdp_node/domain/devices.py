@@ -12,6 +12,8 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from nvdp_node.domain.topology import LinkTable
+
 
 class Health(enum.StrEnum):
     """The two health strings kubelet understands; anything else counts as unhealthy."""
@@ -101,7 +103,8 @@ class NodeInventory:
     or no UUID), so they cannot be advertised at all (``"index 3: GPU is
     lost"``). ``expected`` is how many GPUs the node should advertise: NVML's
     count minus the skipped ones; left at -1 it is taken to be
-    ``len(gpus) + len(unidentified)``.
+    ``len(gpus) + len(unidentified)``. ``links`` says how the GPUs are
+    linked (empty when unknown).
     """
 
     driver_version: str
@@ -110,6 +113,7 @@ class NodeInventory:
     skipped: tuple[str, ...] = field(default=())
     unidentified: tuple[str, ...] = field(default=())
     expected: int = -1
+    links: LinkTable = field(default_factory=LinkTable)
 
     def __post_init__(self) -> None:
         found = len(self.gpus) + len(self.unidentified)
@@ -169,10 +173,12 @@ class DeviceSet:
 
     The servicer and the health worker share one instance. Health only changes
     through :meth:`set_health`, which reports whether anything changed so the
-    caller knows when to push a new ListAndWatch message.
+    caller knows when to push a new ListAndWatch message. ``links`` is the
+    node's link table, which the preferred allocation scores GPUs by.
     """
 
-    def __init__(self, devices: Iterable[Device]) -> None:
+    def __init__(self, devices: Iterable[Device], links: LinkTable | None = None) -> None:
+        self.links = LinkTable() if links is None else links
         self._devices: dict[str, Device] = {d.id: d for d in sorted(devices, key=lambda d: d.id)}
         self._health: dict[str, Health] = {d: Health.HEALTHY for d in self._devices}
 

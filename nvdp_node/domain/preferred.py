@@ -2,8 +2,11 @@
 
 Pure functions over :class:`~nvdp_node.domain.devices.Device` maps, called by
 the gRPC servicer (through ``nvdp_node.domain.allocation``, which re-exports
-:func:`preferred_allocation`). Whole GPUs and MIG devices are packed onto as
-few NUMA nodes as possible; replicas of shared devices follow upstream's
+:func:`preferred_allocation`). Whole GPUs whose links the node's
+:class:`~nvdp_node.domain.topology.LinkTable` knows get the best-linked set
+(``nvdp_node.domain.topology_choice``); other whole GPUs and MIG devices
+(which cannot use NVLink peer to peer) are packed onto as few NUMA nodes as
+possible; replicas of shared devices follow upstream's
 greedy policy (``internal/rm/allocate.go``, v0.20): ``distributed`` takes the
 GPU with the fewest replicas in use first, ``packed`` the one with the most,
 and a tie goes to the GPU picked fewer times in this answer.
@@ -15,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
 from nvdp_node.domain.devices import Device
+from nvdp_node.domain.topology import LinkTable
+from nvdp_node.domain.topology_choice import Gpus, best_set
 
 SharedAllocationPolicy = Literal["distributed", "packed"]
 SHARED_ALLOCATION_POLICIES: tuple[str, ...] = get_args(SharedAllocationPolicy)
@@ -27,6 +32,7 @@ def preferred_allocation(
     size: int,
     *,
     shared_policy: SharedAllocationPolicy = "distributed",
+    links: LinkTable | None = None,
 ) -> list[str]:
     """Pick ``size`` devices from ``available``, keeping ``must_include``.
 
@@ -44,7 +50,29 @@ def preferred_allocation(
     need = size - len(required)
     if any(devices[i].replica_of is not None for i in candidates):
         return required + _replicas(devices, candidates, need, shared_policy)
+    if links and _linked(devices, links, required + candidates):
+        return required + _best_linked(devices, links, required, candidates, need)
     return required + _numa(devices, required, candidates, need)
+
+
+def _linked(devices: Mapping[str, Device], links: LinkTable, ids: list[str]) -> bool:
+    """Whole GPUs only, and the table knows at least one of their pairs."""
+    if any(devices[i].gpu_instance is not None for i in ids):
+        return False
+    gpus = [devices[i].gpu_uuid for i in ids]
+    return any(links.link(a, b) is not None for n, a in enumerate(gpus) for b in gpus[n + 1:])
+
+
+def _best_linked(
+    devices: Mapping[str, Device], links: LinkTable, required: list[str], candidates: list[str], need: int
+) -> list[str]:
+    ordered = sorted(candidates, key=lambda i: (_index_key(devices[i]), i))
+    members = required + ordered
+    gpus = Gpus(scores=links.matrix([devices[i].gpu_uuid for i in members]),
+                numa=[_numa_key(devices[i]) for i in members])
+    first = len(required)
+    picked = best_set(gpus, range(first), range(first, len(members)), need)
+    return [members[p] for p in picked]
 
 
 def _numa(devices: Mapping[str, Device], required: list[str], candidates: list[str], need: int) -> list[str]:
