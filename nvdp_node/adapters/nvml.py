@@ -32,6 +32,7 @@ from nvdp_node.adapters.nvml_queries import text as text  # re-exported: nvml_he
 from nvdp_node.adapters.nvml_topology import LinkedGpu, read_link_table
 from nvdp_node.domain.devices import Gpu, NodeInventory
 from nvdp_node.domain.errors import NvmlUnavailableError
+from nvdp_node.domain.topology import LinkTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,11 +81,12 @@ def nvml_session() -> Iterator[None]:
             log.warning("nvmlShutdown failed: %s", err)
 
 
-def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None) -> NodeInventory:
+def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None, links: bool = True) -> NodeInventory:
     """Enumerate the node's GPUs in NVML index order; raises only for node-wide NVML failures.
 
     ``host`` says where /proc (MIG capabilities) and, unless ``sysfs_root``
-    is given, /sys are; the default is the real host.
+    is given, /sys are; the default is the real host. ``links=False`` skips
+    the link table (the driver host check needs none).
     """
     host = HostRoot() if host is None else host
     sysfs_root = host.at(host.sysfs_dir) if sysfs_root is None else sysfs_root
@@ -108,10 +110,10 @@ def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None) ->
             else:
                 gpus.append(gpu)
                 linked.append(LinkedGpu(gpu.uuid, identity[0], gpu.pci_bus_id))
-        links = read_link_table(linked)
+        table = read_link_table(linked) if links else LinkTable()
     return NodeInventory(
         driver_version=driver, cuda_driver_version=cuda, gpus=tuple(gpus), skipped=tuple(skipped),
-        unidentified=tuple(unidentified), expected=count - len(skipped), links=links,
+        unidentified=tuple(unidentified), expected=count - len(skipped), links=table,
     )
 
 
