@@ -11,6 +11,7 @@ Measures, against the mock NVML (8×H100) and the kubelet test peer:
   6. Allocate latency and errors while nvdp reloads 100 times (reload_storm.py);
   7. READY, watchdog pings and SIGTERM with a kubelet that never answers (hung_kubelet.py);
   8. PluginServer start and stop times (bench_plugin_server.py, run as its own process; goal: stop < 0.5 s).
+  9. GetPreferredAllocation on linked GPUs at every size, in process and over gRPC (preferred_topology.py).
 Run with scripts/bench [--quick] [--only 6,7] (the full run takes about 7 minutes on 2 cores).
 """
 
@@ -37,6 +38,7 @@ from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb  # noqa: E402
 from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc  # noqa: E402
 from benchmarks.harness import NotifyLog, ms, nth, pct, spread  # noqa: E402
 from benchmarks.hung_kubelet import hung_kubelet  # noqa: E402
+from benchmarks.preferred_topology import preferred_topology  # noqa: E402
 from benchmarks.reload_storm import reload_storm  # noqa: E402
 from tests.kubelet_peer import KubeletPeer, Registration  # noqa: E402
 from tests.mock_nvml.environment import prepare  # noqa: E402
@@ -218,6 +220,8 @@ class Bench:
             hung_kubelet(self, 3 if self.quick else 10)
         if self.wants(8):
             self.plugin_server_stop(10 if self.quick else 50)
+        if self.wants(9):
+            preferred_topology(self.quick)
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
     def plugin_server_stop(self, runs: int) -> None:
@@ -268,8 +272,8 @@ def _sections(text: str) -> set[int]:
         chosen = {int(part) for part in text.split(",") if part.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected section numbers like 6,7, not {text!r}") from None
-    if not chosen <= set(range(1, 9)):
-        raise argparse.ArgumentTypeError(f"sections are 1 to 8, not {sorted(chosen - set(range(1, 9)))}")
+    if not chosen <= set(range(1, 10)):
+        raise argparse.ArgumentTypeError(f"sections are 1 to 9, not {sorted(chosen - set(range(1, 10)))}")
     return chosen
 
 
