@@ -18,7 +18,8 @@ The set picked is the best by, in order:
 
 Why it is fast although it is exact: the search visits sets in index order
 and prunes a branch whose bound cannot beat the best set so far (a greedy
-pick to start with); GPUs that are interchangeable ("twins": the same score
+pick to start with; the bound: what is picked, plus each remaining option's
+links to it and its best links among the options left); GPUs that are interchangeable ("twins": the same score
 to every other GPU and the same NUMA node, as on NVSwitch or uniform PCIe
 nodes) are taken in index order only, so equal sets are never visited twice.
 """
@@ -71,14 +72,10 @@ class _Search:
         self.required = required
         self.candidates = candidates
         self.twin = _twin_classes(w, gpus.numa, members, candidates)
-        # top[j][t]: the sum of j's t best scores to other candidates, bounding pairs not yet picked.
-        self.top: list[list[int]] = [[]] * len(w)
+        # order[j]: j's scores to the other candidates, best first, for the bound on pairs not yet picked.
+        self.order: list[list[tuple[int, int]]] = [[] for _ in w]
         for j in candidates:
-            best = sorted((w[j][x] for x in candidates if x != j), reverse=True)
-            sums = [0]
-            for s in best:
-                sums.append(sums[-1] + s)
-            self.top[j] = sums
+            self.order[j] = sorted(((w[j][x], x) for x in candidates if x != j), reverse=True)
         self.target = -1
         self.best: list[int] | None = None
 
@@ -98,8 +95,23 @@ class _Search:
         return self.best
 
     def _values(self, options: list[int], gain: list[int], left: int) -> list[int]:
-        a, deg, top = self.a, self.deg, self.top
-        return [2 * a * gain[j] - 2 * deg[j] + a * top[j][left - 1] for j in options]
+        """Per option, twice the most it can add: its links to what is picked, its best ``left − 1`` to the options."""
+        a, deg, order = self.a, self.deg, self.order
+        inside = set(options)
+        want = left - 1
+        out = []
+        for j in options:
+            best = 0
+            if want:
+                got = 0
+                for s, x in order[j]:
+                    if x in inside:
+                        best += s
+                        got += 1
+                        if got == want:
+                            break
+            out.append(2 * a * gain[j] - 2 * deg[j] + a * best)
+        return out
 
     def _leaf_key(self, base2: int, nodes: frozenset[int]) -> int:
         return base2 // 2 - len(nodes) * self.m
