@@ -4,7 +4,8 @@ Two measurements per mock profile, each a p50/p99 per request size with no
 must-include GPUs and every GPU available (the case kubelet sends most):
 
 * in process: :func:`~nvdp_node.domain.allocation.preferred_allocation`
-  with the profile's link table, as the servicer calls it;
+  with the profile's link table, as the servicer calls it (wall time, and
+  the thread's CPU time, which preemption on a busy machine leaves out);
 * over gRPC: ``nvdp serve`` on the mock NVML, a client on its plugin socket.
 
 Profiles: ``dgx1-v100-8`` (hybrid cube-mesh), ``a100-pcie-8`` (bridged pairs),
@@ -61,16 +62,20 @@ def _line(label: str, by_size: dict[int, list[float]], goal_ms: float) -> None:
 
 
 def in_process(name: str, table: LinkTable, devices: dict[str, Device], runs: int) -> None:
+    """Wall time, and the thread's CPU time, which a loaded machine's preemptions do not inflate."""
     ids = in_index_order(devices)
-    by_size: dict[int, list[float]] = {}
+    wall: dict[int, list[float]] = {}
+    cpu: dict[int, list[float]] = {}
     for size in range(1, len(ids) + 1):
-        times = []
+        wall[size], cpu[size] = [], []
         for _ in range(runs):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             preferred_allocation(devices, ids, [], size, links=table)
-            times.append(time.perf_counter() - t)
-        by_size[size] = times
-    _line(f"{name}, in process, n={runs}", by_size, 2 if len(ids) <= 8 else 10)
+            cpu[size].append(time.thread_time() - c)
+            wall[size].append(time.perf_counter() - t)
+    goal = 2 if len(ids) <= 8 else 10
+    _line(f"{name}, in process, n={runs}", wall, goal)
+    _line(f"{name}, in process, CPU time", cpu, goal)
 
 
 def over_grpc(name: str, runs: int) -> None:
