@@ -16,12 +16,15 @@ The set picked is the best by, in order:
    scoring partitions, at no exponential cost;
 4. the lowest NVML indices (the caller's order).
 
-Why it is fast although it is exact: the search visits sets in index order
-and prunes a branch whose bound cannot beat the best set so far (a greedy
-pick to start with; the bound: what is picked, plus each remaining option's
-links to it and its best links among the options left); GPUs that are interchangeable ("twins": the same score
-to every other GPU and the same NUMA node, as on NVSwitch or uniform PCIe
-nodes) are taken in index order only, so equal sets are never visited twice.
+Why it is fast although it is exact: it is a branch and bound that prunes
+every branch whose bound cannot beat the best set so far (a greedy pick to
+start with). The bound is what is picked, plus each remaining option's
+links to it and its best links among the options left. A first pass, most
+promising GPUs first, finds the best key; a second pass in index order
+stops at the first set reaching it. GPUs that are interchangeable ("twins":
+the same score to every other GPU and the same NUMA node, as under one PCIe
+switch or on NVSwitch nodes) are taken in index order only, so equal sets
+are never visited twice.
 """
 
 from __future__ import annotations
