@@ -17,6 +17,7 @@ is lost (#231, #2038), nvdp never does.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ _LEVELS = {
 }
 # What upstream skips: the link does not exist on this GPU, or NVLink is not supported at all.
 _NO_LINK = (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_INVALID_ARGUMENT)
+SLOW_SCAN = 1.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class LinkedGpu:
 
 def read_link_table(gpus: Sequence[LinkedGpu], *, max_links: int = pynvml.NVML_NVLINK_MAX_LINKS) -> LinkTable:
     """The link table of ``gpus``; never raises for an NVML error (the pair or link is then unknown)."""
+    started = time.monotonic()
     by_bus = {bus_key(g.pci_bus_id): g.uuid for g in gpus if g.pci_bus_id}
     levels: dict[tuple[str, str], PcieLevel | None] = {}
     nvlinks: dict[tuple[str, str], int] = {}
@@ -64,6 +67,10 @@ def read_link_table(gpus: Sequence[LinkedGpu], *, max_links: int = pynvml.NVML_N
                 nvlinks[(a.uuid, other)] = count
     if problems:
         log.warning("GPU links partly unknown (they score 0 in preferred allocations): %s", "; ".join(problems))
+    took = time.monotonic() - started
+    # Upstream saw ~0.6 s per GPU's NVLink scan on some nodes (#774): worth saying when it is slow.
+    log.log(logging.INFO if took > SLOW_SCAN else logging.DEBUG, "read the links of %d GPU(s) in %.0f ms",
+            len(gpus), took * 1000)
     return link_table(levels, nvlinks)
 
 
