@@ -117,6 +117,29 @@ def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None, li
     )
 
 
+def read_links() -> LinkTable:
+    """The link table of the node's GPUs, in an NVML session of its own.
+
+    ``nvdp serve`` reads it on a thread after it started serving, since the
+    NVLink scan can take a while (upstream saw ~0.6 s per GPU, #774); GPUs
+    NVML cannot identify are left out, and any other failure only makes
+    links unknown.
+    """
+    with nvml_session():
+        linked: list[LinkedGpu] = []
+        for index in range(int(_node_query("count the GPUs", pynvml.nvmlDeviceGetCount))):
+            identity = _identify(index)
+            if isinstance(identity, str):
+                continue
+            handle, uuid = identity
+            try:
+                bus_id = text(pynvml.nvmlDeviceGetPciInfo(handle).busId)
+            except pynvml.NVMLError:
+                bus_id = ""  # its level queries may still answer; no NVLink can be found to end at it
+            linked.append(LinkedGpu(uuid, handle, bus_id))
+        return read_link_table(linked)
+
+
 def _node_query(what: str, query: Callable[[], T]) -> T:
     try:
         return query()

@@ -1,7 +1,8 @@
 """How the node's GPUs are linked, read once per enumeration through NVML.
 
-Called by :func:`nvdp_node.adapters.nvml.discover` (start, reload, MIG
-re-layout; ``nvdp devices``) inside its NVML session; the answer is the pure
+Called inside an NVML session by :func:`nvdp_node.adapters.nvml.read_links`
+(``nvdp serve``, on a thread once serving, at start and on every reload) and
+by :func:`nvdp_node.adapters.nvml.discover` (``nvdp devices``); the answer is the pure
 :class:`~nvdp_node.domain.topology.LinkTable` the inventory carries, so
 GetPreferredAllocation never queries NVML (upstream queries every pair on
 every call, NVIDIA/k8s-device-plugin#774).
@@ -39,7 +40,6 @@ _LEVELS = {
 }
 # What upstream skips: the link does not exist on this GPU, or NVLink is not supported at all.
 _NO_LINK = (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_INVALID_ARGUMENT)
-SLOW_SCAN = 1.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,7 @@ def read_link_table(gpus: Sequence[LinkedGpu], *, max_links: int = pynvml.NVML_N
                 nvlinks[(a.uuid, other)] = count
     if problems:
         log.warning("GPU links partly unknown (they score 0 in preferred allocations): %s", "; ".join(problems))
-    took = time.monotonic() - started
-    # Upstream saw ~0.6 s per GPU's NVLink scan on some nodes (#774): worth saying when it is slow.
-    log.log(logging.INFO if took > SLOW_SCAN else logging.DEBUG, "read the links of %d GPU(s) in %.0f ms",
-            len(gpus), took * 1000)
+    log.info("read the links of %d GPU(s) in %.0f ms", len(gpus), (time.monotonic() - started) * 1000)
     return link_table(levels, nvlinks)
 
 

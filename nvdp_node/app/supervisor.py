@@ -24,12 +24,14 @@ from nvdp_node.adapters.systemd_notify import Notifier, watchdog_interval
 from nvdp_node.app.health_fanout import HealthFanout
 from nvdp_node.app.mps_units import MpsUnits
 from nvdp_node.app.inventory import carry_health, describe_inventory, describe_layout_change, mig_layout
+from nvdp_node.app.link_reader import LinkReader
 from nvdp_node.app.resource_plugin import ResourcePlugin, plan_resources
 from nvdp_node.app.settings import ServeSettings
 from nvdp_node.app.status import ResourceView, status_line
 from nvdp_node.app.threads import in_thread
 from nvdp_node.domain.devices import NodeInventory
 from nvdp_node.domain.errors import NvmlUnavailableError, PermanentError
+from nvdp_node.domain.topology import LinkTable
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ Discover = Callable[[ServeSettings], NodeInventory]
 
 
 def nvml_discover(settings: ServeSettings) -> NodeInventory:
-    return nvml.discover(host=settings.host)
+    return nvml.discover(host=settings.host, links=False)  # LinkReader reads them once serving
 
 
 class Supervisor:
@@ -59,6 +61,7 @@ class Supervisor:
         health: HealthFanout | None = None,
         after_registration: Callable[[], None] | None = None,
         on_reloaded: Callable[[ServeSettings], None] = lambda _s: None,
+        read_links: Callable[[], LinkTable] = nvml.read_links,
     ) -> None:
         self.settings = settings
         self._loader = loader
@@ -78,6 +81,7 @@ class Supervisor:
         self._applying = asyncio.Lock()  # a reload and a MIG layout change never apply at once
         self.plan_errors: tuple[str, ...] = ()
         self.mps_units = MpsUnits()
+        self.links = LinkReader(read_links)
 
     # -- events (signal handlers and callbacks only set these) ---------------
     def wake(self, reason: str = "") -> None:
@@ -109,6 +113,7 @@ class Supervisor:
         finally:
             watchdog.cancel()
             layout.cancel()
+            self.links.stop()
             if self._reload_task is not None:
                 self._reload_task.cancel()
             self.health.stop()
@@ -128,6 +133,7 @@ class Supervisor:
         if inventory is None:  # stopped while NVML enumerated
             return self._stopped()
         await self._apply(self.settings, inventory, handover=False)
+        self.links.refresh(lambda: [p.state for p in self.plugins.values()])
         pending = [p.first_pass.wait() for p in self.plugins.values()]
         if pending:
             await asyncio.wait([asyncio.ensure_future(w) for w in pending], timeout=READY_WAIT)
@@ -197,6 +203,7 @@ class Supervisor:
         their health.
         """
         async with self._applying:
+            inventory = self.links.attach(inventory)
             describe_inventory(inventory)
             planned = plan_resources(settings, inventory)
             for warning in planned.warnings:
@@ -270,6 +277,7 @@ class Supervisor:
                 return
             try:
                 await self._apply(new, inventory, handover=True)
+                self.links.refresh(lambda: [p.state for p in self.plugins.values()])
                 self._on_reloaded(new)
             except Exception as err:  # noqa: BLE001 - a bug here must not end the daemon either
                 self.reload_error = first_problem(err)
