@@ -201,6 +201,9 @@ def step_serve(r: Report, nvdp: str, config: Path, seconds: float) -> None:
               f"{wakeups} context switches ({idle['wakeups_per_s']}/s) over {after['threads']} threads; "
               f"RSS {idle['rss_mib']} MiB")
         log = [x for x in (r.out / "serve.log").read_text().splitlines() if "effective configuration" not in x]
+        scans = [x for x in log if "read the links of" in x]
+        r.say("serve's own link scan (on a thread once serving): " + (scans[0] if scans else "not logged"))
+        r.summary["serve_link_scan"] = scans[0] if scans else None
         events = [x for x in log if re.search(r"event|xid|health", x, re.I)]
         r.say("health worker lines in serve.log (none: events registered without complaint): "
               + ("; ".join(events[:5]) if events else "none"))

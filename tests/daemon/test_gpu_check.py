@@ -40,7 +40,7 @@ def test_gpu_check_writes_its_report_into_out_and_calls_nvidia_smi_only_for_topo
     assert summary["node_status"] == {"nvidia.com/gpu": {"allocatable": 8, "capacity": 8}}
     assert summary["topo_compare"] == "same"
     assert [p["size"] for p in summary["preferred"]] == list(range(1, 9))
-    assert {"idle", "link_scan_ms", "cdi"} <= set(summary)
+    assert {"idle", "link_scan_ms", "cdi"} <= set(summary) and "read the links of 8 GPU(s)" in summary["serve_link_scan"]
     assert summary["idle"]["rss_mib"] > 0 and summary["idle"]["threads"] >= 1
     assert all(h in (out / "report.md").read_text() for h in ("## 1.", "## 2.", "## 3.", "## 4."))
     assert (tmp_path / "smi-calls").read_text() == "topo -m\n"
