@@ -110,6 +110,7 @@ class NodeInventory:
     skipped: tuple[str, ...] = field(default=())
     unidentified: tuple[str, ...] = field(default=())
     expected: int = -1
+    nvml_version: str = ""
 
     def __post_init__(self) -> None:
         found = len(self.gpus) + len(self.unidentified)
