@@ -31,7 +31,7 @@ from nvdp_node.adapters.pod_resources import PodResourcesUnavailable, list_assig
 from nvdp_node.app.daemon_state import Holders, state_document, take_snapshot
 from nvdp_node.app.metrics import Observer, Snapshot
 from nvdp_node.app.threads import in_thread
-from nvdp_node.config.observe import parse_listen
+from nvdp_node.domain.listen_address import parse_listen
 from nvdp_node.domain.labels import features_file, node_labels
 
 if TYPE_CHECKING:

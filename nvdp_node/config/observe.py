@@ -2,53 +2,22 @@
 
 ``schema.py`` puts both into :class:`~nvdp_node.config.schema.Config`; the
 daemon's publisher (``nvdp_node.app.publish``) reads them, and ``nvdp check``
-(``metrics.listen``) flags a non-loopback endpoint. :func:`parse_listen` is
-pure text and address arithmetic (no socket is opened here).
+(``metrics.listen``) flags a non-loopback endpoint. The address rules are
+``nvdp_node.domain.listen_address``'s.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from nvdp_node.config.values import AbsolutePath, AbsolutePathOrEmpty, Section, quote
+from nvdp_node.domain.listen_address import is_loopback, parse_listen
 
 DEFAULT_TEXTFILE = "/var/lib/prometheus/node-exporter/nvdp.prom"
 DEFAULT_FEATURES_FILE = Path("/etc/kubernetes/node-feature-discovery/features.d/nvdp")
-
-
-class ListenError(ValueError):
-    """``metrics.listen`` is not ``<address>:<port>``."""
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:9400"`` → ``("127.0.0.1", 9400)``; ``"[::1]:9400"`` → ``("::1", 9400)``.
-
-    The address is an IP literal or ``localhost`` (a name would be resolved,
-    and its answer could change); the port is 1-65535.
-    """
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ListenError("expected <address>:<port>, e.g. \"127.0.0.1:9400\" or \"[::1]:9400\"")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ListenError("write an IPv6 address in brackets, e.g. \"[::1]:9400\"")
-    if host != "localhost":
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ListenError(f"{quote(host)} is not an IP address (or \"localhost\")") from None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ListenError(f"{quote(port)} is not a port number (1-65535)")
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    return host == "localhost" or ipaddress.ip_address(host).is_loopback
 
 
 class MetricsConfig(Section):

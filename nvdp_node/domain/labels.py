@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nvdp_node.domain.devices import Gpu, MigDevice, NodeInventory
+from nvdp_node.domain.mig import mixed_resource_name
 from nvdp_node.domain.sharing import Sharing
 
 GPU = "nvidia.com/gpu"
@@ -135,7 +136,8 @@ def _strategy_labels(gpus: tuple[Gpu, ...], strategy: str, sharing: Sharing | No
         profiles.setdefault(mig.profile, []).append((gpu, mig))
     if strategy == "mixed":
         for profile, found in sorted(profiles.items()):
-            labels |= _mig_labels(f"nvidia.com/mig-{profile}", *found[0], len(found), sharing)
+            # The resource's own name: "+" is no label character (1g.18gb+me → mig-1g.18gb.me).
+            labels |= _mig_labels(mixed_resource_name(profile), *found[0], len(found), sharing)
         return labels
     enabled = [g for g in gpus if g.mig_enabled]
     if not enabled:
