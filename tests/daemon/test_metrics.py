@@ -116,6 +116,17 @@ def test_a_kubelet_restart_counts_a_reregistration_with_its_cause(nvdp_daemon, k
     assert value(samples, "nvdp_reregistrations_total", resource=GPU, cause="kubelet_restart") == 1
 
 
+def test_a_deleted_plugin_socket_counts_a_reregistration_caused_by_it(nvdp_daemon, kubelet_peer, h100, tmp_path):
+    daemon = start(nvdp_daemon, kubelet_peer, h100, tmp_path)
+    kubelet_peer.wait_registered(GPU)
+    daemon.socket.unlink()
+    kubelet_peer.wait_registered(GPU, count=2)
+    samples = wait_metrics(tmp_path / "nvdp.prom",
+                           lambda s: value(s, "nvdp_registrations_total", resource=GPU) == 2)
+    assert value(samples, "nvdp_reregistrations_total", resource=GPU, cause="socket_deleted") == 1
+    assert value(samples, "nvdp_reregistrations_total", resource=GPU, cause="kubelet_restart") is None
+
+
 def test_reloads_are_counted_by_result_and_a_good_one_moves_the_generation(
     nvdp_daemon, kubelet_peer, h100, tmp_path
 ):
