@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,8 +67,9 @@ class Publisher:
         self._holders: Holders = {}
         self.notes: dict[str, str] = {}
         self.last_reload: dict[str, Any] | None = None
-        self.writes = 0  # completed write passes (tests wait on this)
-        self._written = asyncio.Event()
+        self.writes = 0  # completed write passes
+        self._io = threading.Lock()  # a write pass still running must not outlive the final one
+        self._closed = False
 
     # -- hooks (event loop) -----------------------------------------------------
     def attach(self, supervisor: Supervisor) -> None:
@@ -89,6 +91,7 @@ class Publisher:
         self._labels = (features_file(node_labels(inventory, mig_strategy=settings.naming.strategy,
                                                   sharing=settings.sharing)) if labels.enabled else None)
         self._configure_endpoint(settings.metrics.listen)
+        self._allocated.set()  # ask PodResources who holds what after every applied plan, too
         self.changed()
 
     def start(self) -> None:
@@ -109,11 +112,6 @@ class Publisher:
             # Left in place, the textfile would say "registered" until the next start.
             await in_thread(lambda: self._final(textfile, state), name="publish-stop")
 
-    async def written(self) -> None:
-        """Wait for the next completed write pass (tests)."""
-        self._written.clear()
-        await self._written.wait()
-
     # -- the task -------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
@@ -131,7 +129,6 @@ class Publisher:
             notes = await in_thread(job, name="publish")
             self._set_notes(notes)
             self.writes += 1
-            self._written.set()
             await asyncio.sleep(self._settings.metrics.textfile_interval)
 
     def _job(self) -> Callable[[], dict[str, str | None]]:
@@ -139,7 +136,7 @@ class Publisher:
         assert self._settings is not None
         textfile = Path(self._settings.metrics.textfile) if self._settings.metrics.textfile else None
         old_textfile, self._textfile_written = self._textfile_written, textfile
-        metrics = generate_latest(self.observer.registry).decode() if textfile else ""
+        registry = self.observer.registry  # rendered on the thread: counters lock, the snapshot is immutable
         labels_path, labels = self._settings.labels.path, self._labels
         labels_job = None if self._labels_written == (labels_path, labels) else (labels_path, labels,
                                                                                  self._labels_written)
@@ -148,14 +145,17 @@ class Publisher:
 
         def job() -> dict[str, str | None]:
             notes: dict[str, str | None] = {}
-            if old_textfile is not None and old_textfile != textfile:
-                _quietly(remove_file, old_textfile)
-            if textfile is not None:
-                notes["textfile"] = _write(textfile, metrics, "metrics textfile")
-            if labels_job is not None:
-                notes["labels"] = _write_labels(*labels_job)
-            if self.state_file is not None:
-                notes["state_file"] = _write(self.state_file, state, "state file")
+            with self._io:
+                if self._closed:
+                    return notes
+                if old_textfile is not None and old_textfile != textfile:
+                    _quietly(remove_file, old_textfile)
+                if textfile is not None:
+                    notes["textfile"] = _write(textfile, generate_latest(registry).decode(), "metrics textfile")
+                if labels_job is not None:
+                    notes["labels"] = _write_labels(*labels_job)
+                if self.state_file is not None:
+                    notes["state_file"] = _write(self.state_file, state, "state file")
             return notes
 
         return job
@@ -169,12 +169,16 @@ class Publisher:
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
     def _final(self, textfile: Path | None, state: str) -> None:
+        with self._io:
+            self._closed = True
         if textfile is not None:
             _quietly(remove_file, textfile)
         if self.state_file is not None:
             _write(self.state_file, state, "state file")
 
     def _set_notes(self, notes: dict[str, str | None]) -> None:
+        if notes.get("labels") is not None:
+            self._labels_written = None  # try again with the next pass
         for key, note in notes.items():
             if note is None and key in self.notes:
                 log.info("%s is written again", key.replace("_", " "))
