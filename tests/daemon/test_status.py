@@ -169,3 +169,22 @@ def test_a_missing_textfile_directory_is_a_note_not_a_failure(nvdp_daemon, kubel
     doc = wait_state(tmp_path, lambda d: "textfile" in d["notes"])
     assert "its directory is missing" in doc["notes"]["textfile"]
     kubelet_peer.wait_registered(GPU)
+
+
+def test_a_mig_re_layout_rewrites_the_labels_and_counts_the_change(nvdp_daemon, kubelet_peer, mock_nvml, tmp_path):
+    a100 = mock_nvml.use("a100-mig-8")
+    start(nvdp_daemon, kubelet_peer.plugin_dir, a100, tmp_path,
+          extra='[plugin]\nmig_strategy = "mixed"\nmig_check_interval = 1\n')
+    features = tmp_path / "features"
+    kubelet_peer.wait_node_status("nvidia.com/mig-4g.20gb", (1, 1))
+    wait_state(tmp_path, registered)
+    assert "nvidia.com/mig-4g.20gb.count=1\n" in features.read_text()
+    a100.control.mig(7, mode=1, devices=["7g.40gb"])  # was 4g.20gb + 3g.20gb
+    kubelet_peer.wait_node_status("nvidia.com/mig-7g.40gb", (1, 1), timeout=15)
+    deadline = time.monotonic() + 10
+    while "mig-7g.40gb.count=1" not in features.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = features.read_text()
+    assert "nvidia.com/mig-7g.40gb.count=1\n" in text and "mig-4g.20gb" not in text
+    assert "nvdp_mig_layout_changes_total 1.0" in (tmp_path / "nvdp.prom").read_text()
+
