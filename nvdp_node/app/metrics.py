@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,8 @@ from nvdp_node.domain.health_policy import Verdict
 
 # Kubelet's Allocate deadline is seconds; nvdp answers in well under a millisecond.
 RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
+# No "<counter>_created" series: they double the textfile and no alert needs them (process-wide switch).
+disable_created_metrics()
 CAUSES = ("kubelet_restart", "socket_deleted", "stream_lost", "no_stream", "other")
 
 
@@ -81,8 +83,7 @@ class RpcMetrics:
 
     def __init__(self, observer: Observer, resource: str) -> None:
         self._observer, self._resource = observer, resource
-        self._durations = {m: observer.rpc_duration.labels(resource, m) for m in
-                           ("Allocate", "GetPreferredAllocation", "GetDevicePluginOptions", "PreStartContainer")}
+        self._durations: dict[str, object] = {}  # children made on first use: no empty histograms
         self._requests: dict[tuple[str, str], object] = {}
         self._updates = observer.listandwatch_updates.labels(resource)
 
@@ -93,8 +94,9 @@ class RpcMetrics:
                 self._resource, method, code)
         counter.inc()  # type: ignore[attr-defined]
         duration = self._durations.get(method)
-        if duration is not None:
-            duration.observe(seconds)
+        if duration is None:
+            duration = self._durations[method] = self._observer.rpc_duration.labels(self._resource, method)
+        duration.observe(seconds)  # type: ignore[attr-defined]
         if method == "Allocate":
             self._observer.allocated()
         self._observer.changed()
