@@ -196,3 +196,19 @@ def test_a_non_loopback_endpoint_without_allow_remote_is_refused(nvdp_daemon, ku
     daemon = start(nvdp_daemon, kubelet_peer, h100, tmp_path, extra='listen = "0.0.0.0:9400"')
     assert daemon.wait_exit() == 78
     assert "metrics.listen" in daemon.log() and "allow_remote" in daemon.log()
+
+
+def test_a_port_in_use_is_a_note_and_the_daemon_keeps_serving(nvdp_daemon, kubelet_peer, h100, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = start(nvdp_daemon, kubelet_peer, h100, tmp_path, extra=f'listen = "127.0.0.1:{port}"')
+        kubelet_peer.wait_registered(GPU)
+        daemon.wait_log(f"cannot serve metrics on 127.0.0.1:{port}")
+        state = tmp_path / "state.json"
+        deadline = time.monotonic() + 10
+        while "cannot serve metrics" not in (state.read_text() if state.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "Address already in use" in state.read_text()
+        assert daemon.proc.poll() is None
