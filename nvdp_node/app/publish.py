@@ -67,7 +67,6 @@ class Publisher:
         self._holders: Holders = {}
         self.notes: dict[str, str] = {}
         self.last_reload: dict[str, Any] | None = None
-        self.writes = 0  # completed write passes
         self._io = threading.Lock()  # a write pass still running must not outlive the final one
         self._closed = False
 
@@ -122,13 +121,13 @@ class Publisher:
             self._dirty.clear()
             if self._supervisor is None or self._settings is None:
                 continue
-            now = self._clock()
-            self.observer.publish(take_snapshot(self._supervisor, self.observer, self._holders,
-                                                self.observer.snapshot, now))
-            job = self._job()
-            notes = await in_thread(job, name="publish")
-            self._set_notes(notes)
-            self.writes += 1
+            try:
+                now = self._clock()
+                self.observer.publish(take_snapshot(self._supervisor, self.observer, self._holders,
+                                                    self.observer.snapshot, now))
+                self._set_notes(await in_thread(self._job(), name="publish"))
+            except Exception:  # a bug here must not end the metrics for good
+                log.exception("could not publish the metrics and the state; trying again")
             await asyncio.sleep(self._settings.metrics.textfile_interval)
 
     def _job(self) -> Callable[[], dict[str, str | None]]:
@@ -226,6 +225,8 @@ class Publisher:
                 assignments = await list_assignments(socket)
             except PodResourcesUnavailable as err:
                 self.notes["holders"] = str(err).split("; last error:", 1)[0]
+            except Exception:  # a bug must not end the polling
+                log.exception("could not ask PodResources who holds the devices")
             else:
                 self.notes.pop("holders", None)
                 holders = {(a.resource_name, d): (a.namespace, a.pod, a.container)
