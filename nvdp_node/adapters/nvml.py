@@ -93,6 +93,7 @@ def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None, li
     with nvml_session():
         driver = text(_node_query("read the driver version", pynvml.nvmlSystemGetDriverVersion))
         cuda = _cuda_version()
+        nvml_version = _nvml_version()
         count = int(_node_query("count the GPUs", pynvml.nvmlDeviceGetCount))
         gpus: list[Gpu] = []
         skipped: list[str] = []
@@ -114,6 +115,7 @@ def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None, li
     return NodeInventory(
         driver_version=driver, cuda_driver_version=cuda, gpus=tuple(gpus), skipped=tuple(skipped),
         unidentified=tuple(unidentified), expected=count - len(skipped), links=table,
+        nvml_version=nvml_version,
     )
 
 
@@ -202,6 +204,13 @@ def read_numa_node(sysfs_root: Path, nvml_bus_id: str) -> int | None:
     except (OSError, ValueError):
         return None
     return node if node >= 0 else None
+
+
+def _nvml_version() -> str:
+    try:
+        return text(pynvml.nvmlSystemGetNVMLVersion())
+    except pynvml.NVMLError:
+        return ""
 
 
 def _cuda_version() -> str | None:

@@ -50,6 +50,7 @@ class HealthWorker:
         *,
         recovery: RecoveryPolicy = RecoveryPolicy(),
         xid_events: bool = True,
+        on_verdict: Callable[[Verdict], None] = lambda _v: None,
         wait_timeout_ms: int = WAIT_TIMEOUT_MS,
         probe_every: float = 5.0,
     ) -> None:
@@ -58,6 +59,7 @@ class HealthWorker:
         self.recovery = recovery
         self.xid_events = xid_events
         self._report = report
+        self._on_verdict = on_verdict  # every judged event, marking or not (metrics), from this thread
         self._wait_timeout_ms = wait_timeout_ms
         self._probe_every = probe_every
         self._stop = threading.Event()
@@ -211,6 +213,8 @@ class HealthWorker:
             self._report(recovered, Health.HEALTHY, "quiet period passed and the probe query succeeded")
 
     def _apply(self, verdict: Verdict, *, quiet: bool = False) -> None:
+        if verdict.xid is not None or verdict.lost:
+            self._on_verdict(verdict)
         if not verdict.device_ids:
             log.info("%s", verdict.reason)
             return

@@ -12,16 +12,20 @@ servicer are counted and logged the same way (ERROR, with the traceback of the
 first one in each minute) and fail the call with ``INTERNAL``. grpc's own
 loggers are quieted by ``app/logs.py``, so these are the only lines a flood
 leaves in the journal.
+
+Each answered RPC is also told to an :class:`RpcObserver` (the metrics): its
+method, gRPC status code and duration, and each ListAndWatch message sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -113,6 +117,22 @@ class Reporter:
         self._flush(force=True)
 
 
+class RpcObserver(Protocol):
+    """Told about every answered RPC (on the loop); must be cheap: it runs inside Allocate."""
+
+    def rpc_done(self, method: str, code: str, seconds: float) -> None: ...
+
+    def stream_sent(self, method: str) -> None: ...
+
+
+class _NoRpcObserver:
+    def rpc_done(self, method: str, code: str, seconds: float) -> None:
+        return None
+
+    def stream_sent(self, method: str) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class _Undecodable:
     """What the deserializer hands to the behaviour instead of a message it could not parse."""
@@ -123,7 +143,8 @@ class _Undecodable:
 class DevicePluginHandlers:
     """The generic handler for ``v1beta1.DevicePlugin`` over one servicer, plus its two reports."""
 
-    def __init__(self, servicer: object) -> None:
+    def __init__(self, servicer: object, *, rpc: RpcObserver | None = None) -> None:
+        self._rpc = rpc or _NoRpcObserver()
         self.undecodable = Reporter(RateLimitedReport("undecodable request"), logging.WARNING)
         self.failed = Reporter(RateLimitedReport("failed request"), logging.ERROR)
         self.methods: dict[str, grpc.RpcMethodHandler] = {}
@@ -135,13 +156,13 @@ class DevicePluginHandlers:
             deserializer = self._deserializer(request_type, path)
             if method.server_streaming:
                 self.methods[method.name] = grpc.unary_stream_rpc_method_handler(
-                    self._streaming(behaviour, path),
+                    self._streaming(behaviour, path, method.name),
                     request_deserializer=deserializer,
                     response_serializer=serializer,
                 )
             else:
                 self.methods[method.name] = grpc.unary_unary_rpc_method_handler(
-                    self._unary(behaviour, path),
+                    self._unary(behaviour, path, method.name),
                     request_deserializer=deserializer,
                     response_serializer=serializer,
                 )
@@ -164,20 +185,25 @@ class DevicePluginHandlers:
 
         return deserialize
 
-    def _unary(self, behaviour: Callable[..., Any], path: str) -> Callable[..., Any]:
+    def _unary(self, behaviour: Callable[..., Any], path: str, name: str) -> Callable[..., Any]:
         async def handle(request: object, context: grpc.aio.ServicerContext) -> object:
-            if isinstance(request, _Undecodable):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
+            started, code = time.perf_counter(), "OK"
             try:
+                if isinstance(request, _Undecodable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
                 return await behaviour(request, context)
             except grpc.aio.AbortError:
+                code = _code_name(context)
                 raise
             except Exception as err:
+                code = "INTERNAL"
                 await self._internal(context, path, err)
+            finally:
+                self._rpc.rpc_done(name, code, time.perf_counter() - started)
 
         return handle
 
-    def _streaming(self, behaviour: Callable[..., Any], path: str) -> Callable[..., AsyncIterator[object]]:
+    def _streaming(self, behaviour: Callable[..., Any], path: str, name: str) -> Callable[..., AsyncIterator[object]]:
         async def handle(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
             if isinstance(request, _Undecodable):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
@@ -186,6 +212,7 @@ class DevicePluginHandlers:
                 async with aclosing(behaviour(request, context)) as responses:
                     async for response in responses:
                         yield response
+                        self._rpc.stream_sent(name)
             except grpc.aio.AbortError:
                 raise
             except Exception as err:
@@ -196,3 +223,8 @@ class DevicePluginHandlers:
     async def _internal(self, context: grpc.aio.ServicerContext, path: str, err: Exception) -> None:
         self.failed.record(f"{path}: {type(err).__name__}: {err}"[:300], err)
         await context.abort(grpc.StatusCode.INTERNAL, f"nvdp could not answer {path}: {type(err).__name__}")
+
+
+def _code_name(context: grpc.aio.ServicerContext) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"

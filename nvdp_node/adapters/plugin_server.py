@@ -43,7 +43,7 @@ from pathlib import Path
 import grpc
 
 from nvdp_node.adapters.fs_identity import SocketIdentity, socket_identity
-from nvdp_node.adapters.plugin_handlers import DevicePluginHandlers
+from nvdp_node.adapters.plugin_handlers import DevicePluginHandlers, RpcObserver
 from nvdp_node.adapters.servicer import DevicePluginServicer
 from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
 from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc
@@ -68,9 +68,10 @@ def unix_target(path: Path) -> str:
 class PluginServer:
     """A started-and-proven DevicePlugin server, or nothing."""
 
-    def __init__(self, socket_path: Path, servicer: DevicePluginServicer) -> None:
+    def __init__(self, socket_path: Path, servicer: DevicePluginServicer, *, rpc: RpcObserver | None = None) -> None:
         self.socket_path = socket_path
         self.servicer = servicer
+        self._rpc = rpc
         self._server: grpc.aio.Server | None = None
         self._handlers: DevicePluginHandlers | None = None
         self._private: Path | None = None
@@ -78,7 +79,7 @@ class PluginServer:
 
     async def start(self) -> None:
         remove_leftover_private_dirs(self.socket_path.parent)
-        self._handlers = DevicePluginHandlers(self.servicer)
+        self._handlers = DevicePluginHandlers(self.servicer, rpc=self._rpc)
         self._server = grpc.aio.server()
         self._handlers.add_to(self._server)
         try:

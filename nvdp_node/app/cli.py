@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from nvdp_node import __version__
-from nvdp_node.app import check_cli, config_cli
+from nvdp_node.app import check_cli, config_cli, status_cli
 from nvdp_node.adapters.host.paths import HostRoot
 from nvdp_node.app.settings import MpsHost, ServeSettings
 from nvdp_node.config import Config, ConfigError, LoadedConfig, load_config
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_override_flags(serve)
     _add_host_flags(serve)
+    serve.add_argument("--state-file", type=Path, default=status_cli.STATE_FILE, metavar="PATH",
+                       help=f"where `nvdp status` finds the daemon's state (default: {status_cli.STATE_FILE})")
     serve.set_defaults(func=cmd_serve)
 
     devices = sub.add_parser(
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config_cli.register(sub)
     check_cli.register(sub)
+    status_cli.register(sub)
     return parser
 
 
@@ -147,6 +150,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from nvdp_node.app.logs import setup_logging
+    from nvdp_node.app.publish import Publisher
     from nvdp_node.app.supervisor import Supervisor
 
     host = HostRoot(sysfs_dir=str(args.sysfs_root), dev_dir=str(args.dev_root), proc_dir=str(args.proc_root))
@@ -198,6 +202,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         on_reloaded=reloaded,
         # "warn" findings are only logged: run them off the start-up path, once registered.
         after_registration=(lambda: _background_checks(loaded.config, host)) if policy == "warn" else None,
+        publisher=Publisher(state_file=args.state_file),
     )
     return asyncio.run(supervisor.run())
 

@@ -20,7 +20,7 @@ from nvdp_node.adapters.nvml_health import HealthWorker
 from nvdp_node.app.resource_plugin import ResourcePlugin
 from nvdp_node.app.settings import HealthSettings
 from nvdp_node.domain.devices import Health
-from nvdp_node.domain.health_policy import DeviceRef
+from nvdp_node.domain.health_policy import DeviceRef, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,16 @@ class HealthFanout:
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_change: Callable[[], None] = lambda: None
+        self._on_verdict: Callable[[Verdict], None] = lambda _v: None
         self._plugins: list[ResourcePlugin] = []
         self.worker: HealthWorker | None = None
         self._token: object = None
         self._watching: tuple[object, ...] | None = None
 
-    def attach(self, loop: asyncio.AbstractEventLoop, on_change: Callable[[], None]) -> None:
-        self._loop, self._on_change = loop, on_change
+    def attach(self, loop: asyncio.AbstractEventLoop, on_change: Callable[[], None],
+               on_verdict: Callable[[Verdict], None] = lambda _v: None) -> None:
+        """``on_verdict`` hears every XID and lost GPU on the loop, marking or not (metrics)."""
+        self._loop, self._on_change, self._on_verdict = loop, on_change, on_verdict
 
     def update(self, settings: HealthSettings, plugins: Iterable[ResourcePlugin]) -> None:
         """Watch the devices of ``plugins`` under ``settings``; restart the worker only if either changed."""
@@ -65,6 +68,7 @@ class HealthFanout:
         self.worker = self._make_worker(
             refs, settings.policy, lambda ids, health, reason: self._report(token, ids, health),
             recovery=settings.recovery, xid_events=settings.xid_events,
+            on_verdict=lambda verdict: self._verdict(token, verdict),
         )
         self.worker.start()
 
@@ -84,6 +88,18 @@ class HealthFanout:
                 self._loop.call_soon_threadsafe(self._apply, token, device_ids, health)
             except RuntimeError:  # the loop closed: nvdp is stopping
                 pass
+
+    def _verdict(self, token: object, verdict: Verdict) -> None:
+        """Called on the worker's thread, before the verdict's report: hand over to the loop."""
+        if self._loop is not None and token is self._token:
+            try:
+                self._loop.call_soon_threadsafe(self._verdict_on_loop, token, verdict)
+            except RuntimeError:
+                pass
+
+    def _verdict_on_loop(self, token: object, verdict: Verdict) -> None:
+        if token is self._token:
+            self._on_verdict(verdict)
 
     def _apply(self, token: object, device_ids: tuple[str, ...], health: Health) -> None:
         if token is not self._token:

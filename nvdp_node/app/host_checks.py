@@ -29,6 +29,7 @@ from nvdp_node.adapters.host.driver import Discover
 from nvdp_node.adapters.host.kubelet import Access
 from nvdp_node.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, LoadedConfig
 from nvdp_node.config.files import permission_problems
+from nvdp_node.domain.checks.metrics import evaluate_metrics_listen
 from nvdp_node.domain.checks import (
     CONFIG_CHECK_ID,
     CONFIG_PERMISSIONS_CHECK_ID,
@@ -78,6 +79,7 @@ def run_checks(
     results += _guarded("runtime.cdi", lambda: (evaluate_cdi(read_cdi(paths), strategies),))
     results += _guarded("toolkit", lambda: evaluate_toolkit(read_toolkit(paths), strategies))
     results += _guarded("kubelet", lambda: _kubelet(config, paths, strategies, access, serving))
+    results += _guarded("metrics", lambda: (evaluate_metrics_listen(config.metrics.listen),))
     return CheckReport(tuple(results))
 
 

@@ -28,6 +28,7 @@ from nvdp_node.adapters.plugin_server import PluginServer
 from nvdp_node.adapters.pod_resources import PodResourcesUnavailable, list_assignments
 from nvdp_node.adapters.registration import register
 from nvdp_node.adapters.servicer import DevicePluginServicer, DeviceState
+from nvdp_node.app.metrics import Observer
 from nvdp_node.app.settings import ServeSettings
 from nvdp_node.domain.claims import held_elsewhere
 from nvdp_node.domain.devices import DeviceSet, Health, NodeInventory
@@ -64,8 +65,12 @@ class ResourcePlugin:
         clock: Callable[[], float] = time.monotonic,
         stream_wait: float = STREAM_WAIT,
         gate: Gate | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.resource_name = resource_name
+        self._observer = observer or Observer()
+        self._cause: str | None = None  # why the next Register is a re-registration (metrics)
+        self._registered_with: object = None  # kubelet.sock identity of the last successful Register
         self.state = state
         self.socket_path = socket_dir / socket_name(resource_name)
         self.kubelet_socket = kubelet_socket
@@ -188,6 +193,7 @@ class ResourcePlugin:
             self.first_pass.set()  # READY waits for serving, never for kubelet
         if self._stream_lost:
             self._stream_lost = False
+            self._cause = self._cause or "stream_lost"
             self.registrar.lost()
         if self.registered and self._stream_due_at is not None and self._clock() >= self._stream_due_at:
             # Kubelet 1.32 can drop a client it just accepted (a re-registration racing an
@@ -195,6 +201,7 @@ class ResourcePlugin:
             log.warning("%s: kubelet accepted the registration but opened no ListAndWatch stream within "
                         "%.0f s; registering again", self.resource_name, self._stream_wait)
             self._stream_due_at = None
+            self._cause = self._cause or "no_stream"
             self.registrar.lost()
         # Read kubelet.sock now, not when poked: a kubelet restart replaces it between the two.
         kubelet = socket_identity(self.kubelet_socket)
@@ -238,10 +245,12 @@ class ResourcePlugin:
             # Kubelet deletes every plugin socket when it starts: expected, not a fault.
             log.info("%s: socket %s was removed (kubelet restarted?); serving again",
                      self.resource_name, self.socket_path)
+            self._cause = self._cause or "socket_deleted"
             await self._server.stop()
             self._server = None
         self.registrar.lost()
-        server = PluginServer(self.socket_path, DevicePluginServicer(self.state, streams=self))
+        server = PluginServer(self.socket_path, DevicePluginServicer(self.state, streams=self),
+                              rpc=self._observer.rpc_metrics(self.resource_name))
         try:
             await server.start()
         except TemporaryError as err:  # e.g. the directory is missing or read-only
@@ -270,11 +279,21 @@ class ResourcePlugin:
         except TemporaryError as err:
             delay = self.registrar.failed(self._clock(), str(err), at_least=err.delay)
             log.warning("%s; retrying in %.0f s", err, delay)
+            self._observer.register_failed(self.resource_name)
             return
         self.registrar.succeeded()
+        self._count_registration(kubelet)
         if self._kubelet_stream is None:
             self._stream_due_at = self._clock() + self._stream_wait
         log.info("registered %s with kubelet (%s)", self.resource_name, self.socket_path.name)
+
+    def _count_registration(self, kubelet: object) -> None:
+        """A new kubelet.sock outranks the symptoms it causes (our socket deleted, the stream ended)."""
+        cause = None
+        if self._registered_with is not None:
+            cause = "kubelet_restart" if kubelet != self._registered_with else self._cause or "other"
+        self._registered_with, self._cause = kubelet, None
+        self._observer.registered(self.resource_name, cause)
 
     async def _check_claims(self) -> None:
         assert self.pod_resources_socket is not None

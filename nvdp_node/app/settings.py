@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nvdp_node.adapters.host import HostRoot
 from nvdp_node.config import Config, naming_from_config
+from nvdp_node.config.observe import LabelsConfig, MetricsConfig
 from nvdp_node.config.sharing import sharing_from_config
 from nvdp_node.config.render import effective_summary
 from nvdp_node.domain.allocation import AllocationPolicy
@@ -67,6 +68,8 @@ class ServeSettings:
     log_level: str
     log_format: str
     summary: str  # the effective configuration in one line, logged at start and after each reload
+    metrics: MetricsConfig = MetricsConfig()  # where the publisher writes (app/publish.py)
+    labels: LabelsConfig = LabelsConfig()
 
     @classmethod
     def from_config(cls, config: Config, host: HostRoot, mps_host: MpsHost | None = None) -> ServeSettings:
@@ -109,5 +112,7 @@ class ServeSettings:
             log_level=config.logging.level,
             log_format=config.logging.format,
             summary=effective_summary(config),
+            metrics=config.metrics,
+            labels=config.labels,
         )
 

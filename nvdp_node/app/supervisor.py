@@ -23,6 +23,7 @@ from nvdp_node.adapters.dir_watch import DirWatcher
 from nvdp_node.adapters.systemd_notify import Notifier, watchdog_interval
 from nvdp_node.app.health_fanout import HealthFanout
 from nvdp_node.app.mps_units import MpsUnits
+from nvdp_node.app.publish import Publisher
 from nvdp_node.app.inventory import carry_health, describe_inventory, describe_layout_change, mig_layout
 from nvdp_node.app.link_reader import LinkReader
 from nvdp_node.app.resource_plugin import ResourcePlugin, plan_resources
@@ -62,6 +63,7 @@ class Supervisor:
         after_registration: Callable[[], None] | None = None,
         on_reloaded: Callable[[ServeSettings], None] = lambda _s: None,
         read_links: Callable[[], LinkTable] = nvml.read_links,
+        publisher: Publisher | None = None,
     ) -> None:
         self.settings = settings
         self._loader = loader
@@ -82,6 +84,8 @@ class Supervisor:
         self.plan_errors: tuple[str, ...] = ()
         self.mps_units = MpsUnits()
         self.links = LinkReader(read_links)
+        self.publisher = publisher or Publisher(state_file=None)  # metrics, labels, state file
+        self.observer = self.publisher.observer
 
     # -- events (signal handlers and callbacks only set these) ---------------
     def wake(self, reason: str = "") -> None:
@@ -101,7 +105,9 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        self.health.attach(loop, self._health_changed)
+        self.health.attach(loop, self._health_changed, on_verdict=self.observer.health_verdict)
+        self.publisher.attach(self)
+        self.publisher.start()
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         layout = asyncio.create_task(self._watch_mig_layout(), name="mig-layout")
         try:
@@ -120,6 +126,7 @@ class Supervisor:
             if self._watcher is not None:
                 self._watcher.stop()
             await asyncio.gather(*(p.stop() for p in self.plugins.values()), return_exceptions=True)
+            await self.publisher.stop()
             self.notifier.close()
 
     async def _run(self) -> int:
@@ -233,7 +240,7 @@ class Supervisor:
                     plugin = ResourcePlugin(
                         name, state, socket_dir=settings.socket_dir, kubelet_socket=settings.kubelet_socket,
                         pod_resources_socket=settings.pod_resources_socket, on_change=self._resource_changed,
-                        gate=gate,
+                        gate=gate, observer=self.observer,
                     )
                     plugin.start()
                     started.append(plugin)
@@ -250,6 +257,7 @@ class Supervisor:
                 await asyncio.gather(*(p.stop() for p in gone))
             for resource in self.mps_units.managed() - set(planned.mps):
                 await self.mps_units.stop(resource)
+            self.publisher.configure(settings, inventory)
             self.wake()
 
     async def _registered_or_timeout(self, plugins: list[ResourcePlugin]) -> None:
@@ -273,6 +281,7 @@ class Supervisor:
             except Exception as err:  # noqa: BLE001 - whatever it is, keep what runs
                 self.reload_error = first_problem(err)
                 log.error("reload failed, keeping the previous configuration:\n%s", err)
+                self.publisher.reloaded(self.reload_error)
                 self.notifier.ready(self._status())
                 return
             try:
@@ -282,9 +291,11 @@ class Supervisor:
             except Exception as err:  # noqa: BLE001 - a bug here must not end the daemon either
                 self.reload_error = first_problem(err)
                 log.exception("reload could not be applied completely")
+                self.publisher.reloaded(self.reload_error)
                 self.notifier.ready(self._status())
                 return
             self.reload_error = None
+            self.publisher.reloaded(None)
             log.info("reloaded configuration")
             self.notifier.ready(self._status())
         finally:
@@ -313,6 +324,7 @@ class Supervisor:
                 continue
             log.info("MIG layout changed (%s); applying it", describe_layout_change(before, after))
             await self._apply(settings, inventory, handover=True, keep_health=True)
+            self.observer.layout_changed()
             self.notifier.set_status(self._status())
 
     # -- what resources and health report -------------------------------------
@@ -321,6 +333,7 @@ class Supervisor:
         (that would be a loop); only changes in the world (inotify, signals, timers) do."""
         if not self._stop.is_set():
             self.notifier.set_status(self._status())
+            self.publisher.changed()
             self._maybe_run_after_registration()
 
     def _health_changed(self) -> None:
@@ -349,6 +362,9 @@ class Supervisor:
         return True
 
     # -- status -------------------------------------------------------------
+    def status_text(self) -> str:
+        return self._status()
+
     def _status(self) -> str:
         views = [
             ResourceView(

@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nvdp_node.config.naming import ResourcesConfig
+from nvdp_node.config.observe import LabelsConfig, MetricsConfig
 from nvdp_node.config.sharing import SharingConfig
 from nvdp_node.config.sharing_checks import renamed_resources, sharing_problems
 from nvdp_node.config.values import AbsolutePath, AbsolutePathOrEmpty, Section, XidList, choices, quote
@@ -270,6 +271,8 @@ class Config(BaseSettings):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     sharing: SharingConfig = Field(default_factory=SharingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
 
     @model_validator(mode="after")
     def _cross_key(self) -> Config:

@@ -50,8 +50,9 @@ WITHOUT_EQUIVALENT: dict[tuple[str, ...], tuple[tuple[object, ...], str]] = {
     ("flags", "gdsEnabled"): ((False,), UNSUPPORTED_UPSTREAM["gds_enabled"]),
     ("flags", "mofedEnabled"): ((False,), UNSUPPORTED_UPSTREAM["mofed_enabled"]),
     ("flags", "deviceDiscoveryStrategy"): (("auto", "nvml"), UNSUPPORTED_UPSTREAM["device_discovery_strategy"]),
-    ("flags", "useNodeFeatureAPI"): ((False,), "a GPU feature discovery setting; nvdp does not run GFD"),
-    ("flags", "gfd"): (({},), "GPU feature discovery settings; nvdp does not run GFD"),
+    ("flags", "useNodeFeatureAPI"): ((False,), "a GPU feature discovery setting; nvdp writes GFD's labels to an "
+                                     "NFD features.d file itself (see [labels])"),
+    ("flags", "gfd"): (({},), "GPU feature discovery settings; nvdp writes GFD's labels itself (see [labels])"),
     ("flags", "plugin", "cdiAnnotationPrefix"): (("cdi.k8s.io/",), UNSUPPORTED_UPSTREAM["cdi_annotation_prefix"]),
     ("flags", "plugin", "nvidiaCTKPath"): (("/usr/bin/nvidia-ctk",), UNSUPPORTED_UPSTREAM["nvidia_ctk_path"]),
     ("flags", "plugin", "containerDriverRoot"): (("/driver-root", "/"), UNSUPPORTED_UPSTREAM["container_driver_root"]),

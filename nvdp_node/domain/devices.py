@@ -114,6 +114,7 @@ class NodeInventory:
     unidentified: tuple[str, ...] = field(default=())
     expected: int = -1
     links: LinkTable = field(default_factory=LinkTable)
+    nvml_version: str = ""
 
     def __post_init__(self) -> None:
         found = len(self.gpus) + len(self.unidentified)

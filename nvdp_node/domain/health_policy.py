@@ -58,33 +58,42 @@ class HealthEvent:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What to do about one event: the ids to mark unhealthy and a line for the log."""
+    """What to do about one event: the ids to mark unhealthy and a line for the log.
+
+    ``xid`` and ``gpu_uuid`` (when known) and ``lost`` say what happened, for
+    the metrics and ``nvdp status``.
+    """
 
     device_ids: tuple[str, ...]
     reason: str
+    xid: int | None = None
+    gpu_uuid: str | None = None
+    lost: bool = False
 
 
 def judge(event: HealthEvent, devices: Sequence[DeviceRef], policy: HealthPolicy) -> Verdict:
     if event.event_type != EVENT_XID_CRITICAL:
         return Verdict((), f"skipping non-XID event (type {event.event_type:#x}) on {event.gpu_uuid}")
+    xid, uuid = event.xid, event.gpu_uuid
     if not policy.is_critical(event.xid):
-        return Verdict((), f"skipping ignored XID {event.xid} on {event.gpu_uuid}")
+        return Verdict((), f"skipping ignored XID {event.xid} on {event.gpu_uuid}", xid, uuid)
     if event.gpu_uuid is None:
         if policy.unattributed_marks_all:
-            return Verdict(_ids(devices), f"XID {event.xid} on an unknown GPU; marking all devices unhealthy")
-        return Verdict((), f"XID {event.xid} on an unknown GPU; ignored (unattributed events are ignored)")
+            return Verdict(_ids(devices), f"XID {event.xid} on an unknown GPU; marking all devices unhealthy", xid)
+        return Verdict((), f"XID {event.xid} on an unknown GPU; ignored (unattributed events are ignored)", xid)
     hit = [
         d
         for d in devices
         if d.gpu_uuid == event.gpu_uuid and _instance_matches(d, event.gpu_instance, event.compute_instance)
     ]
     if not hit:
-        return Verdict((), f"XID {event.xid} on {event.gpu_uuid} concerns no advertised device")
-    return Verdict(_ids(hit), f"XID {event.xid} on {event.gpu_uuid}; marking unhealthy")
+        return Verdict((), f"XID {event.xid} on {event.gpu_uuid} concerns no advertised device", xid, uuid)
+    return Verdict(_ids(hit), f"XID {event.xid} on {event.gpu_uuid}; marking unhealthy", xid, uuid)
 
 
 def lost_gpu(gpu_uuid: str, devices: Sequence[DeviceRef]) -> Verdict:
-    return Verdict(_ids(d for d in devices if d.gpu_uuid == gpu_uuid), f"GPU {gpu_uuid} is lost")
+    return Verdict(_ids(d for d in devices if d.gpu_uuid == gpu_uuid), f"GPU {gpu_uuid} is lost",
+                   gpu_uuid=gpu_uuid, lost=True)
 
 
 def _instance_matches(device: DeviceRef, gi: int | None, ci: int | None) -> bool:

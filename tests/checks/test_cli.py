@@ -61,6 +61,7 @@ def test_every_check_appears_once_in_a_stable_order(gpu_node):
         "driver.library", "driver.nvml", "driver.version", "driver.device-nodes",
         "runtime.engines", "runtime.docker", "runtime.containerd", "runtime.crio", "runtime.cdi",
         "toolkit.binaries", "toolkit.config", "kubelet.socket-dir", "kubelet.socket", "kubelet.version",
+        "metrics.listen",
     ]
 
 
@@ -201,3 +202,12 @@ def test_json_rendering_keeps_every_field_of_every_result():
 def test_the_host_adapters_export_a_reader_per_engine():
     assert set(host_adapters.ENGINE_READERS) == {"docker", "containerd", "crio"}
     assert replace(host_adapters.HostRoot(), root=Path("/x")).at("/dev") == Path("/x/dev")
+
+
+@pytest.mark.parametrize(("listen", "status"), [
+    ("", Status.SKIPPED), ("127.0.0.1:9400", Status.OK), ("[::1]:9400", Status.OK),
+    ("0.0.0.0:9400", Status.WARNING), ("[::]:9400", Status.WARNING), ("10.1.2.3:9400", Status.WARNING),
+], ids=["off", "ipv4-loopback", "ipv6-loopback", "any-ipv4", "any-ipv6", "node-address"])
+def test_a_metrics_endpoint_beyond_loopback_is_flagged(gpu_node, listen, status):
+    config = parse_config({"metrics": {"listen": listen, "allow_remote": True}})
+    assert _statuses(run_checks(config, gpu_node.paths))["metrics.listen"] is status

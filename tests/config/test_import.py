@@ -85,6 +85,8 @@ def test_flags_only_config_translates_without_warnings() -> None:
         "resources": {},
         "sharing": {"time_slicing": {}, "mps": {}},
         "logging": {},
+        "metrics": {},
+        "labels": {},
     }
     assert config.plugin.nvidia_driver_root == Path("/run/nvidia/driver")
 

@@ -381,6 +381,12 @@ def test_schema_keys_are_the_ones_the_daemon_codes_against() -> None:
         "sharing.mps.root",
         "logging.level",
         "logging.format",
+        "metrics.textfile",
+        "metrics.textfile_interval",
+        "metrics.allow_remote",
+        "metrics.listen",
+        "labels.enabled",
+        "labels.path",
     ]
 
 

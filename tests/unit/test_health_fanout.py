@@ -11,7 +11,7 @@ from nvdp_node.app.resource_plugin import ResourcePlugin
 from nvdp_node.app.settings import HealthSettings
 from nvdp_node.domain.allocation import AllocationPolicy
 from nvdp_node.domain.devices import Device, DeviceSet, Health
-from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy
+from nvdp_node.domain.health_policy import HealthPolicy, RecoveryPolicy, Verdict
 
 SETTINGS = HealthSettings(enabled=True, xid_events=True, policy=HealthPolicy(), recovery=RecoveryPolicy())
 
@@ -22,7 +22,7 @@ class RecordingWorker:
     made: list[RecordingWorker] = []
 
     def __init__(self, refs, policy, report, **kw) -> None:
-        self.refs, self.report, self.running = list(refs), report, False
+        self.refs, self.report, self.running, self.kw = list(refs), report, False, kw
         RecordingWorker.made.append(self)
 
     def start(self) -> None:
@@ -108,4 +108,23 @@ def test_the_same_devices_and_settings_keep_the_running_worker():
         fanout.update(SETTINGS, [plugin("nvidia.com/gpu", ["GPU-1"])])
         fanout.update(SETTINGS, [plugin("nvidia.com/gpu", ["GPU-1"])])
         assert len(RecordingWorker.made) == 1 and RecordingWorker.made[0].running
+    run(body)
+
+
+def test_a_verdict_reaches_the_metrics_only_from_the_current_worker():
+    async def body():
+        RecordingWorker.made.clear()
+        heard = []
+        a = plugin("nvidia.com/gpu", ["GPU-1"])
+        fanout = HealthFanout(make_worker=RecordingWorker)
+        fanout.attach(asyncio.get_running_loop(), lambda: None, on_verdict=heard.append)
+        fanout.update(SETTINGS, [a])
+        old = RecordingWorker.made[-1]
+        fanout.update(HealthSettings(enabled=True, xid_events=False, policy=HealthPolicy(),
+                                     recovery=RecoveryPolicy()), [a])
+        new = RecordingWorker.made[-1]
+        old.kw["on_verdict"](Verdict(("GPU-1",), "XID 79", xid=79, gpu_uuid="GPU-1"))
+        new.kw["on_verdict"](Verdict(("GPU-1",), "XID 48", xid=48, gpu_uuid="GPU-1"))
+        await asyncio.sleep(0)
+        assert [v.xid for v in heard] == [48]
     run(body)

@@ -91,3 +91,14 @@ def test_recovery_is_due_only_when_enabled_and_quiet_long_enough(enabled, quiet,
 
 def test_recovery_is_off_by_default():
     assert RecoveryPolicy().enabled is False
+
+
+@pytest.mark.parametrize("n", [79, 13], ids=["critical", "ignored"])
+def test_a_verdict_names_the_xid_and_its_gpu_for_the_metrics(n):
+    verdict = judge(xid(n), WHOLE, DEFAULT)
+    assert (verdict.xid, verdict.gpu_uuid, verdict.lost) == (n, "GPU-3", False)
+
+
+def test_a_lost_gpu_verdict_says_lost():
+    verdict = lost_gpu("GPU-0", MIG)
+    assert (verdict.lost, verdict.gpu_uuid, verdict.xid) == (True, "GPU-0", None)
