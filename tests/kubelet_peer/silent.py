@@ -18,7 +18,10 @@ class SilentKubelet:
         self._sock.listen(64)
         self.accepted: list[socket.socket] = []
         self.connected = threading.Event()
-        threading.Thread(target=self._accept, name="silent-kubelet", daemon=True).start()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, name="silent-kubelet", daemon=True)
+        self._thread.start()
 
     def _accept(self) -> None:
         while True:
@@ -26,10 +29,22 @@ class SilentKubelet:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            self.accepted.append(conn)
+            with self._lock:  # a connection accepted while close() runs is closed, never leaked
+                if self._closed:
+                    conn.close()
+                    return
+                self.accepted.append(conn)
             self.connected.set()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+        except OSError:
+            pass
+        self._thread.join(timeout=5)
         self._sock.close()
-        for conn in self.accepted:
-            conn.close()
+        with self._lock:
+            for conn in self.accepted:
+                conn.close()
