@@ -160,15 +160,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # serve refuses a config that non-root users could change (it runs as root).
         return load_config(args.config, overrides=_overrides(args), secure=True, missing_ok=missing_ok)
 
+    mps = MpsHost(systemctl=args.systemctl, control=args.mps_control, env_dir=args.mps_env_dir)
+
     def reload() -> ServeSettings:
         """Runs on a thread: read, validate and check; any error keeps the running configuration."""
         loaded = load(missing_ok=False)  # a file deleted since start is an error, not "defaults"
         for notice in loaded.notices:
             log.warning("%s", notice)
         check_host(loaded.config, host)  # under policy "fail" a failing check rejects the reload
-        return ServeSettings.from_config(loaded.config, host)
-
-    mps = MpsHost(systemctl=args.systemctl, control=args.mps_control, env_dir=args.mps_env_dir)
+        return ServeSettings.from_config(loaded.config, host, mps)  # the flags hold across reloads
 
     def reloaded(settings: ServeSettings) -> None:
         setup_logging(settings.log_level, settings.log_format)

@@ -72,7 +72,7 @@ class ServeSettings:
     labels: LabelsConfig = LabelsConfig()
 
     @classmethod
-    def from_config(cls, config: Config, host: HostRoot, mps_host: MpsHost | None = None) -> ServeSettings:
+    def from_config(cls, config: Config, host: HostRoot, mps_host: MpsHost) -> ServeSettings:
         plugin = config.plugin
         pass_specs = plugin.pass_device_specs
         pod_resources = config.kubelet.pod_resources_socket
@@ -107,7 +107,7 @@ class ServeSettings:
             naming=naming_from_config(config),
             sharing=sharing_from_config(config),
             mps_root=str(config.sharing.mps.root),
-            mps_host=mps_host or MpsHost(),
+            mps_host=mps_host,
             mig_check_interval=float(config.plugin.mig_check_interval),
             log_level=config.logging.level,
             log_format=config.logging.format,

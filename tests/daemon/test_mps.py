@@ -9,6 +9,7 @@ tests/system/test_mps.py.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 
 from tests.daemon.conftest import clean_env
@@ -63,3 +64,18 @@ def test_the_mps_resource_goes_when_its_daemon_stops_and_comes_back_with_it(
     assert not daemon.socket.exists(), "not served while its daemon does not answer"
     subprocess.run([str(host.systemctl), "start", "nvdp-mps@nvidia.com-gpu.service"], check=True, timeout=60)
     kubelet_peer.wait_node_status(GPU, (32, 32), timeout=15)
+
+
+def test_a_reload_keeps_the_mps_host_given_on_the_command_line(
+    nvdp_daemon, kubelet_peer, h100, tmp_path, notify_socket, host  # noqa: F811
+):
+    daemon = start(nvdp_daemon, kubelet_peer, h100, tmp_path, notify_socket, host)
+    kubelet_peer.wait_node_status(GPU, (32, 32), timeout=30)
+    root = host.run / "nvidia/mps"
+    daemon.config_path.write_text(f'[sharing.mps]\nroot = "{root}"\n'
+                                  f'[[sharing.mps.resources]]\nname = "{GPU}"\nreplicas = 2\n')
+    daemon.signal(signal.SIGHUP)
+    kubelet_peer.wait_node_status(GPU, (16, 16), timeout=30)
+    env_file = (host.run / "nvdp/mps/nvidia.com-gpu.env").read_text()
+    assert "NVDP_MPS_REPLICAS=2" in env_file, "the reload wrote the unit's limits into --mps-env-dir"
+    assert unit_active(host), "and restarted the unit through --systemctl"

@@ -9,7 +9,7 @@ from pathlib import Path
 from nvdp_node.adapters.servicer import DeviceState
 from nvdp_node.app.health_fanout import STALL_ALLOWANCE, HealthFanout
 from nvdp_node.app.resource_plugin import ResourcePlugin
-from nvdp_node.app.settings import ServeSettings
+from nvdp_node.app.settings import MpsHost, ServeSettings
 from nvdp_node.app.supervisor import Supervisor
 from nvdp_node.adapters.host import HostRoot
 from nvdp_node.config import load_config
@@ -23,7 +23,7 @@ GPU = "GPU-00000000-0000-0000-0000-000000000000"
 
 def settings(tmp: Path) -> ServeSettings:
     config = load_config(tmp / "absent.toml", environ={}, overrides={"kubelet.socket_dir": str(tmp)}).config
-    return ServeSettings.from_config(config, HostRoot())
+    return ServeSettings.from_config(config, HostRoot(), MpsHost())
 
 
 def test_a_running_health_worker_counts_as_stalled_only_past_a_wait_plus_the_allowance(mock_nvml):
