@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nvdp_node.adapters.host import HostRoot
+from nvdp_node.adapters.host.driver_files import DriverRoots
+from nvdp_node.app.cdi_specs import CdiSettings
 from nvdp_node.config import Config, naming_from_config
 from nvdp_node.config.sharing import sharing_from_config
 from nvdp_node.config.render import effective_summary
@@ -67,6 +69,7 @@ class ServeSettings:
     log_level: str
     log_format: str
     summary: str  # the effective configuration in one line, logged at start and after each reload
+    cdi: CdiSettings = CdiSettings()
 
     @classmethod
     def from_config(cls, config: Config, host: HostRoot, mps_host: MpsHost | None = None) -> ServeSettings:
@@ -87,6 +90,7 @@ class ServeSettings:
                 dev_root=str(plugin.dev_root_path),
                 control_device_paths=present_control_devices(host) if pass_specs else (),
                 shared_devices_allocation_policy=plugin.shared_devices_allocation_policy,
+                cdi_annotation_prefix=plugin.cdi_annotation_prefix,
             ),
             health=HealthSettings(
                 enabled=config.health.enabled,
@@ -109,5 +113,14 @@ class ServeSettings:
             log_level=config.logging.level,
             log_format=config.logging.format,
             summary=effective_summary(config),
+            cdi=cdi_settings(config, host),
         )
+
+
+def cdi_settings(config: Config, host: HostRoot) -> CdiSettings:
+    plugin = config.plugin
+    return CdiSettings(
+        spec_dir=Path(plugin.cdi_spec_dir), hook_path=str(plugin.nvidia_cdi_hook_path),
+        roots=DriverRoots(driver_root=Path(plugin.nvidia_driver_root), dev_root=str(plugin.dev_root_path), host=host),
+    )
 
