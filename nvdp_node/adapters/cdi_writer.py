@@ -42,7 +42,13 @@ def write_spec(spec_dir: Path, spec: dict[str, object]) -> tuple[Path, bool]:
     except (OSError, UnicodeDecodeError):
         pass
     spec_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=spec_dir)
+    return write_spec_file(path, spec), True
+
+
+def write_spec_file(path: Path, spec: dict[str, object]) -> Path:
+    """Write ``spec`` as ``path`` by temporary file and rename (``nvdp cdi generate --output FILE`` too)."""
+    text = spec_json(spec)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -56,7 +62,7 @@ def write_spec(spec_dir: Path, spec: dict[str, object]) -> tuple[Path, bool]:
         except OSError:
             pass
         raise
-    return path, True
+    return path
 
 
 def remove_spec(spec_dir: Path) -> bool:
