@@ -41,7 +41,9 @@ def write_spec(spec_dir: Path, spec: dict[str, object]) -> tuple[Path, bool]:
             return path, False
     except (OSError, UnicodeDecodeError):
         pass
-    spec_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if not spec_dir.is_dir():
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(spec_dir, 0o755)  # nvdp.service runs with UMask=0077; engines need to read it
     return write_spec_file(path, spec), True
 
 

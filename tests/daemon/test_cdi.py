@@ -246,7 +246,7 @@ def test_a_reload_onto_a_new_driver_rewrites_the_spec_for_it(started, kubelet_pe
     make_driver_tree(node.root, NEW, node.cache)
     node.nvml.write_devfs(node.root / "dev")
     node.daemon.signal(signal.SIGHUP)
-    node.daemon.wait_log(f"driver {NEW}")
+    node.daemon.wait_log_count("wrote CDI spec", 2)
     text = (node.spec_dir / SPEC).read_text()
     assert f"libcuda.so.{NEW}" in text and OLD not in text
 
