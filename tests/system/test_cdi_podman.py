@@ -122,3 +122,21 @@ def test_podman_runs_the_hooks_of_the_spec_when_the_hook_exists(box, status, run
                      "/bin/sh", "-c", "true"], check=False, timeout=180)
     assert (done.returncode == 0) is runs, done.stderr
     assert runs or "nvidia-cdi-hook" in done.stderr, done.stderr
+
+
+def test_nvdp_service_writes_the_spec_in_its_sandbox_and_podman_injects_from_it(box):
+    # The shipped unit (ProtectSystem=strict, UMask=0077) with the mock NVML: /run/cdi must be writable
+    # to it, and the spec readable by everyone.
+    box.write_file("/lib/systemd/system/nvdp.service", (ROOT / "packaging/systemd/nvdp.service").read_text())
+    box.write_file("/etc/systemd/system/nvdp.service.d/mock-nvml.conf",
+                   f"[Service]\nEnvironment=LD_LIBRARY_PATH={MOCK} MOCK_NVML_CONFIG={MOCK}/node.json\n")
+    box.systemctl("daemon-reload")
+    box.systemctl("start", "nvdp.service")  # Type=notify: returns once serving, after the spec was written
+    spec_path = "/run/cdi/k8s.device-plugin.nvidia.com-gpu.json"
+    modes = box.exec(["stat", "-c", "%a %U", "/run/cdi", spec_path]).stdout.split()
+    assert modes == ["755", "root", "644", "root"], box.journal("nvdp.service")
+    uuid = box.profile["gpus"][5]["uuid"]
+    assert uuid in {d["name"] for d in json.loads(box.read_file(spec_path))["devices"]}
+    out = box.exec([*RUN, "--device", f"k8s.device-plugin.nvidia.com/gpu={uuid}", "localhost/busybox",
+                    "/bin/sh", "-c", "ls /dev /usr/bin"], timeout=180).stdout.split()
+    assert f"nvidia{box.profile['gpus'][5]['minor_number']}" in out and "nvidia-smi" in out
