@@ -54,9 +54,9 @@ class Node:
             f'cdi_spec_dir = "{self.spec_dir}"\n{extra}'
         )
 
-    def serve(self, nvdp_daemon, kubelet_peer, strategies, extra: str = ""):
+    def serve(self, nvdp_daemon, kubelet_peer, strategies, extra: str = "", env=None):
         self.daemon = nvdp_daemon(
-            kubelet_peer.plugin_dir, env={**clean_env(), **self.nvml.env()}, sysfs_root=self.tmp / "sys",
+            kubelet_peer.plugin_dir, env={**clean_env(), **self.nvml.env(), **(env or {})}, sysfs_root=self.tmp / "sys",
             config=self.config(strategies, extra),
             args=("--dev-root", str(self.root / "dev"), "--proc-root", str(self.tmp / "proc")),
         )
@@ -275,3 +275,12 @@ def test_when_the_spec_cannot_be_written_cdi_requests_fail_with_the_reason(mock_
         f'invalid allocation request for "nvidia.com/gpu": cannot hand over '
         f"k8s.device-plugin.nvidia.com/gpu={node.uuids()[0]} by CDI: cannot write the CDI spec in {node.spec_dir}")
     assert daemon.proc.poll() is None
+
+
+def test_when_the_spec_cannot_be_written_the_status_line_says_why(mock_nvml, tmp_path, driver_cache, nvdp_daemon,
+                                                                   kubelet_peer, notify_socket):
+    node = Node(mock_nvml, tmp_path, driver_cache)
+    node.spec_dir.write_text("a file, not a directory")
+    node.serve(nvdp_daemon, kubelet_peer, ["cdi-annotations"], env={"NOTIFY_SOCKET": str(notify_socket.path)})
+    notify_socket.wait_for(lambda m: f"; cannot write the CDI spec in {node.spec_dir}: " in m.get("STATUS", ""),
+                           what="STATUS naming the CDI spec problem")
