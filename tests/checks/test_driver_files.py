@@ -59,6 +59,14 @@ def test_without_an_ld_cache_the_usual_library_directories_are_searched(tmp_path
     assert any(p.startswith(f"cannot read {root}/etc/ld.so.cache (No such file or directory)") for p in files.problems)
 
 
+def test_a_cache_without_the_drivers_libraries_falls_back_to_the_usual_directories(tmp_path, cache_dir):
+    root = make_driver_tree(tmp_path / "root", NEW, cache_dir)
+    (root / "etc/ld.so.cache").write_bytes(Path("/etc/ld.so.cache").read_bytes())  # made without the driver
+    files = find_driver_files(DriverRoots(root, "/", HostRoot()), NEW, "/nonexistent")
+    assert [f.container_path for f in files.libraries] == libraries(NEW)
+    assert any(f"names no library of driver {NEW}" in p for p in files.problems)
+
+
 def test_control_nodes_are_those_that_exist_in_nvdps_view_of_dev(tmp_path, cache_dir):
     root = make_driver_tree(tmp_path / "root", OLD, cache_dir)
     dev = tmp_path / "dev"

@@ -94,6 +94,10 @@ def _libraries(root: Path, version: str, problems: list[str]) -> tuple[tuple[Hos
         if resolved is not None and fnmatch.fnmatch(posixpath.basename(resolved), f"*.so.{version}"):
             found.add(resolved)
             dirs.append(posixpath.dirname(resolved))
+    if entries and not found:  # a cache that predates the driver install (ldconfig not run since)
+        problems.append(f"{_under(root, LD_CACHE)} names no library of driver {version}; "
+                        f"searching {', '.join(FALLBACK_LIB_DIRS)}")
+        dirs = list(FALLBACK_LIB_DIRS)
     for d in dict.fromkeys(dirs):
         for sub in (d, posixpath.join(d, "vdpau")):  # upstream's locator also looks in vdpau/
             for name in _listdir(_under(root, sub)):
