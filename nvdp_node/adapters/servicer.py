@@ -237,4 +237,6 @@ def _container_response(allocation: ContainerAllocation) -> pb.ContainerAllocate
             pb.DeviceSpec(container_path=s.container_path, host_path=s.host_path, permissions=s.permissions)
             for s in allocation.device_specs
         ],
+        annotations=allocation.annotations,
+        cdi_devices=[pb.CDIDevice(name=name) for name in allocation.cdi_devices],
     )

@@ -31,6 +31,8 @@ ok / warning / error / skipped, the evidence, and the fix:
              (/etc/containerd/config.toml, layouts 1-3) and CRI-O
              (crio.conf + crio.conf.d) run nvidia-container-runtime by
              default; CDI specs when a cdi-* strategy is used
+  cdi.spec   nvdp's own CDI spec names every device it advertises (with a
+             cdi-* strategy)
   toolkit.*  nvidia-container-runtime, nvidia-ctk, nvidia-container-cli, and
              the /etc/nvidia-container-runtime/config.toml settings the
              device list strategy needs

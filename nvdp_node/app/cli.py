@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from nvdp_node import __version__
-from nvdp_node.app import check_cli, config_cli, status_cli
+from nvdp_node.app import cdi_cli, check_cli, config_cli, status_cli
 from nvdp_node.adapters.host.paths import HostRoot
 from nvdp_node.app.settings import MpsHost, ServeSettings
 from nvdp_node.config import Config, ConfigError, LoadedConfig, load_config
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cli.register(sub)
     check_cli.register(sub)
     status_cli.register(sub)
+    cdi_cli.register(sub)
     return parser
 
 

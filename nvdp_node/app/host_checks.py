@@ -27,6 +27,7 @@ from nvdp_node.adapters.host import (
 )
 from nvdp_node.adapters.host.driver import Discover
 from nvdp_node.adapters.host.kubelet import Access
+from nvdp_node.app.cdi_check import cdi_spec_result
 from nvdp_node.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, LoadedConfig
 from nvdp_node.config.files import permission_problems
 from nvdp_node.domain.checks.metrics import evaluate_metrics_listen
@@ -77,6 +78,8 @@ def run_checks(
     results += _guarded("driver", lambda: evaluate_driver(read_driver(paths, discover=discover), min_version=minimum))
     results += _guarded("runtime", lambda: _engines(config, paths, strategies))
     results += _guarded("runtime.cdi", lambda: (evaluate_cdi(read_cdi(paths), strategies),))
+    if not serving:  # serve checks before it writes the spec; the daemon reports its own write errors
+        results += _guarded("cdi.spec", lambda: (cdi_spec_result(config, paths, discover),))
     results += _guarded("toolkit", lambda: evaluate_toolkit(read_toolkit(paths), strategies))
     results += _guarded("kubelet", lambda: _kubelet(config, paths, strategies, access, serving))
     results += _guarded("metrics", lambda: (evaluate_metrics_listen(config.metrics.listen),))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nvdp_node.adapters.host import HostRoot
+from nvdp_node.adapters.host.driver_files import DriverRoots
+from nvdp_node.app.cdi_specs import CdiSettings
 from nvdp_node.config import Config, naming_from_config
 from nvdp_node.config.observe import LabelsConfig, MetricsConfig
 from nvdp_node.config.sharing import sharing_from_config
@@ -70,6 +72,7 @@ class ServeSettings:
     summary: str  # the effective configuration in one line, logged at start and after each reload
     metrics: MetricsConfig = MetricsConfig()  # where the publisher writes (app/publish.py)
     labels: LabelsConfig = LabelsConfig()
+    cdi: CdiSettings = CdiSettings()
 
     @classmethod
     def from_config(cls, config: Config, host: HostRoot, mps_host: MpsHost) -> ServeSettings:
@@ -90,6 +93,7 @@ class ServeSettings:
                 dev_root=str(plugin.dev_root_path),
                 control_device_paths=present_control_devices(host) if pass_specs else (),
                 shared_devices_allocation_policy=plugin.shared_devices_allocation_policy,
+                cdi_annotation_prefix=plugin.cdi_annotation_prefix,
             ),
             health=HealthSettings(
                 enabled=config.health.enabled,
@@ -114,5 +118,14 @@ class ServeSettings:
             summary=effective_summary(config),
             metrics=config.metrics,
             labels=config.labels,
+            cdi=cdi_settings(config, host),
         )
+
+
+def cdi_settings(config: Config, host: HostRoot) -> CdiSettings:
+    plugin = config.plugin
+    return CdiSettings(
+        spec_dir=Path(plugin.cdi_spec_dir), hook_path=str(plugin.nvidia_cdi_hook_path),
+        roots=DriverRoots(driver_root=Path(plugin.nvidia_driver_root), dev_root=str(plugin.dev_root_path), host=host),
+    )
 

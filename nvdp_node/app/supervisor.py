@@ -22,6 +22,7 @@ from nvdp_node.adapters import nvml
 from nvdp_node.adapters.dir_watch import DirWatcher
 from nvdp_node.adapters.systemd_notify import Notifier, watchdog_interval
 from nvdp_node.app.health_fanout import HealthFanout
+from nvdp_node.app.cdi_specs import CdiSpecs
 from nvdp_node.app.mps_units import MpsUnits
 from nvdp_node.app.publish import Publisher
 from nvdp_node.app.inventory import carry_health, describe_inventory, describe_layout_change, mig_layout
@@ -86,6 +87,7 @@ class Supervisor:
         self.links = LinkReader(read_links)
         self.publisher = publisher or Publisher(state_file=None)  # metrics, labels, state file
         self.observer = self.publisher.observer
+        self.cdi_specs = CdiSpecs()
 
     # -- events (signal handlers and callbacks only set these) ---------------
     def wake(self, reason: str = "") -> None:
@@ -212,7 +214,7 @@ class Supervisor:
         async with self._applying:
             inventory = self.links.attach(inventory)
             describe_inventory(inventory)
-            planned = plan_resources(settings, inventory)
+            planned = await self.cdi_specs.apply(settings, inventory, plan_resources(settings, inventory))
             for warning in planned.warnings:
                 log.warning("%s", warning)
             for error in planned.errors:
@@ -378,7 +380,7 @@ class Supervisor:
             views, found=len(self.inventory.gpus), expected=self.inventory.expected,
             kubelet_socket_present=self.settings.kubelet_socket.exists(),
             kubelet_socket=str(self.settings.kubelet_socket), reload_error=self.reload_error,
-            plan_errors=self.plan_errors,
+            plan_errors=self.plan_errors + ((self.cdi_specs.problem,) if self.cdi_specs.problem else ()),
         )
 
 

@@ -25,15 +25,11 @@ MAX_PROBLEMS = 20  # lines shown; a file with 200 000 typos needs no 200 000-lin
 
 # Upstream (NVIDIA k8s-device-plugin) features nvdp does not implement, by
 # snake_case name, so a key copied from an upstream config gets a useful hint.
-_CDI = "CDI is not supported yet"
 UNSUPPORTED_UPSTREAM: dict[str, str] = {
     "gdrcopy_enabled": "GDRCopy injection is not supported yet",
     "gds_enabled": "GPUDirect Storage injection is not supported yet",
     "mofed_enabled": "MOFED injection is not supported yet",
     "imex": "IMEX channels are not supported yet",
-    "cdi_annotation_prefix": _CDI,
-    "nvidia_ctk_path": _CDI,
-    "nvidia_cdi_hook_path": _CDI,
     "container_driver_root": "not needed: nvdp runs on the host, not in a container",
     "device_discovery_strategy": "only NVML discovery is supported",
     "flags": "nvdp has no [flags] table; `nvdp config import FILE` translates an upstream config",
@@ -42,6 +38,7 @@ UNSUPPORTED_UPSTREAM: dict[str, str] = {
 _ALIASES = {
     "driver_root": "plugin.nvidia_driver_root",
     "dev_root": "plugin.nvidia_dev_root",
+    "nvidia_ctk_path": "plugin.nvidia_cdi_hook_path",
     "mps_root": "sharing.mps.root",
     "replicas": "sharing.time_slicing.resources",
 }

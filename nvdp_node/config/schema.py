@@ -12,6 +12,7 @@ the daemon reads the frozen result (``config.kubelet.socket_dir``, ...).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,12 +36,12 @@ from nvdp_node.domain.resources import MigStrategy
 
 CONFIG_VERSION = 1
 CROSS_KEY = "cross_key_problems"  # error type of the checks over several keys (errors.py splits it)
-DEVICE_LIST_STRATEGIES = ("envvar", "volume-mounts")
-UNSUPPORTED_DEVICE_LIST_STRATEGIES = ("cdi-annotations", "cdi-cri")
+DEVICE_LIST_STRATEGIES = ("envvar", "volume-mounts", "cdi-annotations", "cdi-cri")
+UNSUPPORTED_DEVICE_LIST_STRATEGIES: tuple[str, ...] = ()
 ENGINES = ("docker", "containerd", "crio")
 
 Engine = Literal["docker", "containerd", "crio"]
-DeviceListStrategy = Literal["envvar", "volume-mounts"]
+DeviceListStrategy = Literal["envvar", "volume-mounts", "cdi-annotations", "cdi-cri"]
 
 
 class KubeletConfig(Section):
@@ -159,8 +160,10 @@ class PluginConfig(Section):
     device_list_strategy: tuple[DeviceListStrategy, ...] = Field(
         _ALLOCATE.device_list_strategy,
         description='How the allocated GPUs are passed to the container runtime: "envvar" '
-        '(NVIDIA_VISIBLE_DEVICES) and/or "volume-mounts" (/var/run/nvidia-container-devices/<id>). '
-        "A single string or a list.",
+        '(NVIDIA_VISIBLE_DEVICES), "volume-mounts" (/var/run/nvidia-container-devices/<id>), '
+        '"cdi-annotations" (CDI names in a cdi.k8s.io/ annotation) and/or "cdi-cri" (CDI names in '
+        "Allocate's cdi_devices, kubelet 1.29+). A single string or a list. With a cdi-* strategy nvdp "
+        "writes the node's CDI spec to cdi_spec_dir.",
     )
     device_id_strategy: Literal["uuid", "index"] = Field(
         _ALLOCATE.device_id_strategy, description='How GPUs are named to the runtime: "uuid" (GPU-...) or "index" (0, 1, ...).'
@@ -196,6 +199,31 @@ class PluginConfig(Section):
         '"packed": those of the GPU with the most, so whole GPUs stay free.',
     )
 
+    cdi_annotation_prefix: str = Field(
+        _ALLOCATE.cdi_annotation_prefix,
+        description='Prefix of the annotation key that "cdi-annotations" sets '
+        "(<prefix>nvidia-device-plugin_<uuid>); a DNS subdomain ending in /.",
+    )
+    nvidia_cdi_hook_path: AbsolutePath = Field(
+        Path("/usr/bin/nvidia-cdi-hook"),
+        description="The toolkit's nvidia-cdi-hook (or nvidia-ctk) written into the CDI spec for its "
+        "create-symlinks and update-ldcache hooks. If it does not exist on the host, the spec has no "
+        "hooks (a warning says so) and still mounts every driver file.",
+    )
+    cdi_spec_dir: AbsolutePath = Field(
+        Path("/var/run/cdi"),
+        description="Directory nvdp writes its CDI spec to (k8s.device-plugin.nvidia.com-gpu.json, "
+        "upstream's name) when a cdi-* strategy is used; nvdp touches no other file there.",
+    )
+
+    @field_validator("cdi_annotation_prefix")
+    @classmethod
+    def _annotation_prefix(cls, value: str) -> str:
+        problem = annotation_prefix_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("device_list_strategy", mode="before")
     @classmethod
     def _strategies(cls, value: object) -> object:
@@ -216,6 +244,19 @@ class PluginConfig(Section):
     @property
     def dev_root_path(self) -> Path:
         return Path(self.nvidia_dev_root) if self.nvidia_dev_root else self.nvidia_driver_root
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def annotation_prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot start a Kubernetes annotation key (a DNS subdomain, then "/"), or None."""
+    if not prefix.endswith("/"):
+        return 'expected a DNS subdomain ending in "/", such as "cdi.k8s.io/"'
+    domain = prefix[:-1]
+    if not domain or len(domain) > 253 or not all(_DNS_LABEL.match(p) for p in domain.split(".")):
+        return 'expected a DNS subdomain ending in "/" (lower-case letters, digits, "-" and "."), such as "cdi.k8s.io/"'
+    return None
 
 
 class LoggingConfig(Section):

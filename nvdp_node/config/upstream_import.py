@@ -24,7 +24,7 @@ from nvdp_node.config.errors import UNSUPPORTED_UPSTREAM, ConfigError, show_valu
 from nvdp_node.config.files import read_regular_file
 from nvdp_node.config.loader import parse_config
 from nvdp_node.config.render import render_template
-from nvdp_node.config.schema import UNSUPPORTED_DEVICE_LIST_STRATEGIES, Config
+from nvdp_node.config.schema import Config
 from nvdp_node.config.sharing import MpsConfig, describe_device_selection
 from nvdp_node.config.sources import assign
 
@@ -36,6 +36,8 @@ EQUIVALENTS: dict[tuple[str, ...], str] = {
     ("flags", "plugin", "passDeviceSpecs"): "plugin.pass_device_specs",
     ("flags", "plugin", "deviceListStrategy"): "plugin.device_list_strategy",
     ("flags", "plugin", "deviceIDStrategy"): "plugin.device_id_strategy",
+    ("flags", "plugin", "cdiAnnotationPrefix"): "plugin.cdi_annotation_prefix",
+    ("flags", "plugin", "nvidiaCTKPath"): "plugin.nvidia_cdi_hook_path",
     ("flags", "migStrategy"): "plugin.mig_strategy",
     ("flags", "mpsRoot"): "sharing.mps.root",
     ("flags", "plugin", "sharedDevicesAllocationPolicy"): "plugin.shared_devices_allocation_policy",
@@ -53,8 +55,6 @@ WITHOUT_EQUIVALENT: dict[tuple[str, ...], tuple[tuple[object, ...], str]] = {
     ("flags", "useNodeFeatureAPI"): ((False,), "a GPU feature discovery setting; nvdp writes GFD's labels to an "
                                      "NFD features.d file itself (see [labels])"),
     ("flags", "gfd"): (({},), "GPU feature discovery settings; nvdp writes GFD's labels itself (see [labels])"),
-    ("flags", "plugin", "cdiAnnotationPrefix"): (("cdi.k8s.io/",), UNSUPPORTED_UPSTREAM["cdi_annotation_prefix"]),
-    ("flags", "plugin", "nvidiaCTKPath"): (("/usr/bin/nvidia-ctk",), UNSUPPORTED_UPSTREAM["nvidia_ctk_path"]),
     ("flags", "plugin", "containerDriverRoot"): (("/driver-root", "/"), UNSUPPORTED_UPSTREAM["container_driver_root"]),
     ("imex", "channelIDs"): (([],), UNSUPPORTED_UPSTREAM["imex"]),
     ("imex", "required"): ((False,), UNSUPPORTED_UPSTREAM["imex"]),
@@ -152,10 +152,6 @@ def _walk(
             _replicated_resources(name, SHARING_MODES[path[1]], value, values, sources, warnings, errors)
         elif path == ("flags", "mpsRoot") and value == "":
             continue  # upstream's default: not set
-        elif path == ("flags", "plugin", "deviceListStrategy"):
-            kept = _device_list_strategy(name, value, warnings)
-            if kept is not None:
-                values[EQUIVALENTS[path]], sources[EQUIVALENTS[path]] = kept, f"upstream {name}"
         elif path in EQUIVALENTS:
             values[EQUIVALENTS[path]], sources[EQUIVALENTS[path]] = value, f"upstream {name}"
             if path in IGNORED_UPSTREAM and value != []:
@@ -170,21 +166,6 @@ def _walk(
                 warnings.append(f"{name}{shown} dropped: {why}")
         else:
             warnings.append(f"{name}: unknown upstream key, ignored (upstream ignores it too)")
-
-
-def _device_list_strategy(name: str, value: object, warnings: list[str]) -> object:
-    """Drop the CDI strategies with a warning; None if nothing is left (nvdp's default applies)."""
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list):
-        return value  # let validation report the bad type
-    dropped = [item for item in items if item in UNSUPPORTED_DEVICE_LIST_STRATEGIES]
-    kept = [item for item in items if item not in UNSUPPORTED_DEVICE_LIST_STRATEGIES]
-    if dropped:
-        warnings.append(f"{name}: {', '.join(map(str, dropped))} dropped: {UNSUPPORTED_UPSTREAM['nvidia_ctk_path']}")
-    if dropped and not kept:
-        warnings.append(f'{name}: nothing left, so nvdp\'s default "envvar" applies')
-        return None
-    return kept
 
 
 def _replicated_resources(

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os.path
 import posixpath
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from nvdp_node.domain.cdi_spec import qualified_name, rendered_id
 from nvdp_node.domain.devices import Device
 from nvdp_node.domain.preferred import SharedAllocationPolicy
 from nvdp_node.domain.preferred import preferred_allocation as preferred_allocation
@@ -26,6 +28,8 @@ MPS_LOG_ENV = "CUDA_MPS_LOG_DIRECTORY"
 MPS_CONTAINER_ROOT = "/mps"  # upstream's mps.ContainerRoot
 MPS_CONTAINER_SHM = "/dev/shm"
 DEFAULT_MPS_ROOT = "/run/nvidia/mps"
+CDI_STRATEGIES = ("cdi-annotations", "cdi-cri")
+CDI_ANNOTATION_PLUGIN = "nvidia-device-plugin"  # upstream's plugin name in the annotation key
 
 
 class InvalidAllocationError(ValueError):
@@ -65,6 +69,15 @@ class AllocationPolicy:
     fail_requests_greater_than_one: bool = False
     shared_devices_allocation_policy: SharedAllocationPolicy = "distributed"
     mps: MpsAllocation | None = None
+    cdi_annotation_prefix: str = "cdi.k8s.io/"
+    # The device names of the CDI spec nvdp last wrote (app/cdi_specs.py); None: no
+    # usable spec, so CDI names are refused (``cdi_problem`` says why).
+    cdi_names: frozenset[str] | None = None
+    cdi_problem: str = "no CDI spec was written"
+
+    @property
+    def uses_cdi(self) -> bool:
+        return any(s in CDI_STRATEGIES for s in self.device_list_strategy)
 
 
 @dataclass(frozen=True)
@@ -131,10 +144,17 @@ class ContainerAllocation:
     envs: dict[str, str] = field(default_factory=dict)
     mounts: tuple[Mount, ...] = ()
     device_specs: tuple[DeviceSpec, ...] = ()
+    annotations: dict[str, str] = field(default_factory=dict)
+    cdi_devices: tuple[str, ...] = ()
+
+
+def _random_key() -> str:
+    return str(uuid.uuid4())
 
 
 def allocate_container(
-    devices: Mapping[str, Device], requested: Sequence[str], policy: AllocationPolicy
+    devices: Mapping[str, Device], requested: Sequence[str], policy: AllocationPolicy,
+    annotation_id: Callable[[], str] = _random_key,
 ) -> ContainerAllocation:
     """Render one container's allocation; raise :class:`InvalidAllocationError` for a request upstream refuses.
 
@@ -145,6 +165,12 @@ def allocate_container(
     replicas of one GPU give its UUID (or index) once. Health is not checked:
     kubelet never hands out unhealthy devices, and a device that failed after
     admission must still be mountable for the pod that owns it.
+
+    CDI strategies come first, as upstream: ``cdi-annotations`` puts the
+    comma-joined CDI names under ``<prefix>nvidia-device-plugin_<uuid4>`` (a
+    fresh ``annotation_id()`` per response), ``cdi-cri`` into ``cdi_devices``;
+    a name the written spec lacks fails the request. When every strategy is
+    CDI there is no ``NVIDIA_VISIBLE_DEVICES`` and no DeviceSpec.
     """
     ordered: list[Device] = []
     seen: set[str] = set()
@@ -165,12 +191,22 @@ def allocate_container(
             f"invalid request: maximum request size for shared resources is 1; found {len(requested)}"
         )
 
-    ids = list(dict.fromkeys(_rendered_id(d, policy.device_id_strategy) for d in ordered))
+    ids = list(dict.fromkeys(rendered_id(d, policy.device_id_strategy) for d in ordered))
     envs: dict[str, str] = {}
     mounts: list[Mount] = []
+    annotations: dict[str, str] = {}
+    cdi_names: tuple[str, ...] = ()
+    if policy.uses_cdi:
+        cdi_names = _cdi_names(ids, policy)
+        if "cdi-annotations" in policy.device_list_strategy:
+            key = f"{policy.cdi_annotation_prefix}{CDI_ANNOTATION_PLUGIN}_{annotation_id()}"
+            annotations[key] = ",".join(cdi_names)
     if policy.mps is not None:
         envs.update(policy.mps.container_envs(policy.resource_name))
         mounts.extend(policy.mps.container_mounts(policy.resource_name))
+    cri = cdi_names if "cdi-cri" in policy.device_list_strategy else ()
+    if all(s in CDI_STRATEGIES for s in policy.device_list_strategy):
+        return ContainerAllocation(envs=envs, mounts=tuple(mounts), annotations=annotations, cdi_devices=cri)
     if "envvar" in policy.device_list_strategy:
         envs[VISIBLE_DEVICES] = ",".join(ids)
     if "volume-mounts" in policy.device_list_strategy:
@@ -188,10 +224,17 @@ def allocate_container(
             DeviceSpec(container_path=p, host_path=os.path.join(policy.dev_root, p.lstrip("/")))
             for p in paths
         ]
-    return ContainerAllocation(envs=envs, mounts=tuple(mounts), device_specs=tuple(specs))
+    return ContainerAllocation(envs=envs, mounts=tuple(mounts), device_specs=tuple(specs),
+                               annotations=annotations, cdi_devices=cri)
 
 
-def _rendered_id(device: Device, strategy: str) -> str:
-    if strategy == "index":
-        return device.index
-    return device.replica_of if device.replica_of is not None else device.id
+def _cdi_names(ids: Sequence[str], policy: AllocationPolicy) -> tuple[str, ...]:
+    """The CDI names of ``ids``; every one must be in the spec written, or the runtime could not inject it."""
+    missing = [i for i in ids if policy.cdi_names is None or i not in policy.cdi_names]
+    if missing:
+        why = policy.cdi_problem if policy.cdi_names is None else "the CDI spec written does not name it"
+        raise InvalidAllocationError(
+            f'invalid allocation request for "{policy.resource_name}": cannot hand over '
+            f"{qualified_name(shown_id(missing[0]))} by CDI: {why}"
+        )
+    return tuple(qualified_name(i) for i in ids)

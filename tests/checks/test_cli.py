@@ -59,7 +59,7 @@ def test_every_check_appears_once_in_a_stable_order(gpu_node):
     report = run_checks(parse_config({}), gpu_node.paths)
     assert [r.id for r in report.results] == [
         "driver.library", "driver.nvml", "driver.version", "driver.device-nodes",
-        "runtime.engines", "runtime.docker", "runtime.containerd", "runtime.crio", "runtime.cdi",
+        "runtime.engines", "runtime.docker", "runtime.containerd", "runtime.crio", "runtime.cdi", "cdi.spec",
         "toolkit.binaries", "toolkit.config", "kubelet.socket-dir", "kubelet.socket", "kubelet.version",
         "metrics.listen",
     ]

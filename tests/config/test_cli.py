@@ -250,13 +250,13 @@ def test_config_without_a_subcommand_is_a_usage_error(capsys) -> None:  # type: 
 
 def test_serve_with_an_invalid_config_exits_78_with_the_errors(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     cli = pytest.importorskip("nvdp_node.app.cli")
-    path = write(tmp_path, 'resource_name = "gpu"\n[plugin]\ndevice_list_strategy = "cdi-cri"\n')
+    path = write(tmp_path, 'resource_name = "gpu"\n[plugin]\ndevice_list_strategy = "cdi"\n')
     code = cli.main(["--config", str(path), "serve"])
     err = capsys.readouterr().err
     assert code == 78
     assert f"nvdp: invalid configuration in {path}:" in err
     assert 'resource_name: the ResourceName "gpu" is invalid' in err
-    assert '"cdi-cri" is not supported yet' in err
+    assert 'unknown strategy "cdi"' in err
 
 
 def test_the_nvdp_cli_dispatches_config_commands(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -178,17 +178,20 @@ def test_block_list_of_strategies() -> None:
     assert config.plugin.device_list_strategy == ("envvar", "volume-mounts")
 
 
-def test_cdi_strategies_are_dropped_with_a_warning() -> None:
-    doc, warnings, _ = toml_of("flags:\n  plugin:\n    deviceListStrategy: [envvar, cdi-cri]\n")
-    assert doc["plugin"]["device_list_strategy"] == ["envvar"]
-    assert warnings == ["flags.plugin.deviceListStrategy: cdi-cri dropped: CDI is not supported yet"]
+def test_cdi_strategies_and_keys_are_carried_over() -> None:
+    doc, warnings, config = toml_of(
+        "flags:\n  plugin:\n    deviceListStrategy: [envvar, cdi-cri]\n"
+        "    cdiAnnotationPrefix: cdi.example.com/\n    nvidiaCTKPath: /opt/bin/nvidia-ctk\n"
+    )
+    assert warnings == []
+    assert config.plugin.device_list_strategy == ("envvar", "cdi-cri")
+    assert (config.plugin.cdi_annotation_prefix, str(config.plugin.nvidia_cdi_hook_path)) == (
+        "cdi.example.com/", "/opt/bin/nvidia-ctk")
 
 
-def test_only_cdi_strategies_fall_back_to_the_default() -> None:
-    doc, warnings, config = toml_of("flags:\n  plugin:\n    deviceListStrategy: cdi-annotations\n")
-    assert "device_list_strategy" not in doc["plugin"]
-    assert config.plugin.device_list_strategy == ("envvar",)
-    assert warnings[-1] == 'flags.plugin.deviceListStrategy: nothing left, so nvdp\'s default "envvar" applies'
+def test_a_single_cdi_strategy_string_is_carried_over() -> None:
+    _, warnings, config = toml_of("flags:\n  plugin:\n    deviceListStrategy: cdi-annotations\n")
+    assert (config.plugin.device_list_strategy, warnings) == (("cdi-annotations",), [])
 
 
 def test_json_config(tmp_path: Path) -> None:
@@ -220,8 +223,6 @@ DROPPED = [
     ("flags: {deviceDiscoveryStrategy: tegra}", 'flags.deviceDiscoveryStrategy = "tegra" dropped: only NVML discovery'),
     ("flags: {useNodeFeatureAPI: true}", "flags.useNodeFeatureAPI = true dropped: a GPU feature discovery setting"),
     ("flags: {gfd: {oneshot: true}}", "flags.gfd dropped: GPU feature discovery settings"),
-    ("flags: {plugin: {cdiAnnotationPrefix: x.io/}}", 'flags.plugin.cdiAnnotationPrefix = "x.io/" dropped: CDI'),
-    ("flags: {plugin: {nvidiaCTKPath: /opt/ctk}}", 'flags.plugin.nvidiaCTKPath = "/opt/ctk" dropped: CDI'),
     ("flags: {plugin: {containerDriverRoot: /drv}}", 'flags.plugin.containerDriverRoot = "/drv" dropped: not needed'),
     ("imex: {channelIDs: [0]}", "imex.channelIDs dropped: IMEX channels are not supported yet"),
     ("imex: {required: true}", "imex.required = true dropped: IMEX"),
@@ -242,12 +243,12 @@ def test_settings_without_equivalent_are_dropped_with_a_warning(fragment: str, w
     [
         "flags: {migStrategy: none, gdrcopyEnabled: false, gdsEnabled: false, mofedEnabled: false, mpsRoot: ''}",
         "flags: {deviceDiscoveryStrategy: auto, useNodeFeatureAPI: null}",
-        "flags: {plugin: {cdiAnnotationPrefix: cdi.k8s.io/, nvidiaCTKPath: /usr/bin/nvidia-ctk, containerDriverRoot: /driver-root}}",
+        "flags: {plugin: {containerDriverRoot: /driver-root}}",
         "flags: {plugin: {sharedDevicesAllocationPolicy: distributed}}",
         "imex: {channelIDs: [], required: false}",
         "resources: {gpus: [], mig: []}",
     ],
-    ids=["feature flags off", "discovery auto", "CDI defaults", "allocation policy default", "imex empty", "resources empty"],
+    ids=["feature flags off", "discovery auto", "container driver root default", "allocation policy default", "imex empty", "resources empty"],
 )
 def test_upstream_defaults_need_no_warning(fragment: str) -> None:
     _, warnings, _ = toml_of("version: v1\n" + fragment + "\n")

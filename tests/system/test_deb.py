@@ -209,6 +209,7 @@ def test_the_package_holds_a_clean_venv_and_its_parts(deb: Built, unpacked: Path
     postrm_code = [l for l in (root / "DEBIAN/postrm").read_text().splitlines() if not l.lstrip().startswith("#")]
     assert "rm -rf /etc/nvdp" in postrm_code[postrm_code.index("    purge)") + 1]
     assert not [l for l in postrm_code if "kubelet" in l], "postrm must not touch the kubelet directory"
+    assert [l.strip() for l in postrm_code if "/run/cdi" in l] == ["rm -f /run/cdi/k8s.device-plugin.nvidia.com-gpu.json"]
 
 
 @pytest.mark.system
@@ -359,8 +360,13 @@ def test_install_reload_reboot_upgrade_remove_purge(deb_box, deb: Built, upgrade
         for name in box.exec(["ls", "-A", PLUGIN_DIR]).stdout.split()
     }
     assert "kubelet_internal_checkpoint" in before and "other-vendor.sock" in before, before
+    # nvdp's CDI spec (kept by remove: pods restarting meanwhile still resolve it) and another vendor's
+    box.write_file("/run/cdi/k8s.device-plugin.nvidia.com-gpu.json", "{}\n")
+    box.write_file("/run/cdi/nvidia.yaml", "{}\n")
     with Timer("apt-get purge nvdp"):
         apt(box, "purge", "nvdp")
+    assert not box.exists("/run/cdi/k8s.device-plugin.nvidia.com-gpu.json"), "purge left nvdp's CDI spec"
+    assert box.exists("/run/cdi/nvidia.yaml"), "purge removed another vendor's CDI spec"
     assert dpkg_status(box) == ""
     assert not box.exists("/etc/nvdp")
     assert not box.exists("/etc/systemd/system/multi-user.target.wants/nvdp.service")

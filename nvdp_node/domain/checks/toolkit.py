@@ -46,7 +46,8 @@ def evaluate_cdi(facts: CdiFacts, strategies: tuple[str, ...]) -> CheckResult:
                            "remove or repair the broken spec files" if broken else "")
     return CheckResult("runtime.cdi", title, Status.ERROR,
                        (f"no spec of kind {' or '.join(CDI_KINDS)} in {', '.join(facts.spec_dirs)}", *broken),
-                       "`nvidia-ctk cdi generate --output=/var/run/cdi/nvidia.yaml` (again after driver upgrades)")
+                       "nvdp writes its own spec while it serves with a cdi-* strategy (see cdi.spec); "
+                       "or `nvidia-ctk cdi generate --output=/var/run/cdi/nvidia.yaml` (again after driver upgrades)")
 
 
 @dataclass(frozen=True)
