@@ -10,7 +10,8 @@ Measures, against the mock NVML (8×H100) and the kubelet test peer:
   5. idle RSS (goal <= 45 MiB) and CPU over 60 s (goal <= 0.2 % of a core);
   6. Allocate latency and errors while nvdp reloads 100 times (reload_storm.py);
   7. READY, watchdog pings and SIGTERM with a kubelet that never answers (hung_kubelet.py);
-  8. PluginServer start and stop times (bench_plugin_server.py, run as its own process; goal: stop < 0.5 s).
+  8. PluginServer start and stop times (bench_plugin_server.py, run as its own process; goal: stop < 0.5 s);
+  9. with --peer PATH: side by side with another v1beta1 plugin binary (side_by_side.py).
 Run with scripts/bench [--quick] [--only 6,7] (the full run takes about 7 minutes on 2 cores).
 """
 
@@ -38,6 +39,7 @@ from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc  # noqa: E402
 from benchmarks.harness import NotifyLog, ms, nth, pct, spread  # noqa: E402
 from benchmarks.hung_kubelet import hung_kubelet  # noqa: E402
 from benchmarks.reload_storm import reload_storm  # noqa: E402
+from benchmarks.side_by_side import side_by_side  # noqa: E402
 from tests.kubelet_peer import KubeletPeer, Registration  # noqa: E402
 from tests.mock_nvml.environment import prepare  # noqa: E402
 
@@ -64,9 +66,10 @@ EMPTY_SERVER = textwrap.dedent(
 
 
 class Bench:
-    def __init__(self, quick: bool, only: set[int]) -> None:
+    def __init__(self, quick: bool, only: set[int], peer: Path | None = None) -> None:
         self.quick = quick
         self.only = only
+        self.peer = peer
         self.work = Path(tempfile.mkdtemp(prefix="nvdp-bench-", dir="/tmp"))
         self.node = prepare("h100-sxm-8", self.work / "nvml")
         self.node.write_sysfs(self.work / "sys")
@@ -155,13 +158,14 @@ class Bench:
         def accepted() -> int:
             return sum(r.ok and r.resource == GPU for r in peer.registrations)
 
-        delays, stuck = [], 0
+        delays, from_listen, stuck = [], [], 0
         before = accepted()
         for _ in range(restarts):
             t = time.monotonic()
             peer.restart()
             reg = peer.wait_until(lambda t=t: accepted_after(t), 10, "Register after the restart")
             delays.append(reg.time - t)
+            from_listen.append(reg.time - peer.served_at)
             try:
                 peer.wait_node_status(GPU, (8, 8), timeout=10)
             except TimeoutError:  # a finding, not a crash: the next restart makes nvdp register again
@@ -173,6 +177,8 @@ class Bench:
               f"p99 {ms(pct(delays, 99))}, max {ms(max(delays))} (goal p99 < 250 ms); "
               f"{accepted() - before} registrations accepted for {restarts} restarts; "
               f"allocatable not back to 8 within 10 s after {stuck} of them (goal 0)")
+        print(f"   kubelet.sock accepting -> Register received: p50 {ms(pct(from_listen, 50))}, "
+              f"p99 {ms(pct(from_listen, 99))}, max {ms(max(from_listen))} (goal: max <= 10 ms)")
 
     def xid_to_listandwatch(self, peer: KubeletPeer, proc: subprocess.Popen[bytes], runs: int) -> None:
         delays = []
@@ -218,6 +224,9 @@ class Bench:
             hung_kubelet(self, 3 if self.quick else 10)
         if self.wants(8):
             self.plugin_server_stop(10 if self.quick else 50)
+        if self.peer is not None and self.wants(9):
+            print(f"9. side by side with {self.peer} (rounds alternate):", flush=True)
+            side_by_side(self, self.peer, 2 if self.quick else 6, 500 if self.quick else 2000, 10 if self.quick else 30)
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
     def plugin_server_stop(self, runs: int) -> None:
@@ -259,8 +268,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
     parser.add_argument("--only", type=_sections, default=set(), metavar="N[,N...]",
                         help="run only these sections (numbers as in the list above)")
+    parser.add_argument("--peer", type=Path, metavar="PATH",
+                        help="also run section 9 against this plugin binary (scripts/build-peer builds NVIDIA's)")
     args = parser.parse_args()
-    Bench(args.quick, args.only).run()
+    Bench(args.quick, args.only, args.peer).run()
 
 
 def _sections(text: str) -> set[int]:
@@ -268,8 +279,8 @@ def _sections(text: str) -> set[int]:
         chosen = {int(part) for part in text.split(",") if part.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected section numbers like 6,7, not {text!r}") from None
-    if not chosen <= set(range(1, 9)):
-        raise argparse.ArgumentTypeError(f"sections are 1 to 8, not {sorted(chosen - set(range(1, 9)))}")
+    if not chosen <= set(range(1, 10)):
+        raise argparse.ArgumentTypeError(f"sections are 1 to 9, not {sorted(chosen - set(range(1, 10)))}")
     return chosen
 
 
