@@ -16,7 +16,9 @@ the socket exists with the wrong mode or under a name it did not check:
    alone. Nothing is chmod-ed, so nothing can follow a planted symlink.
 3. The server dials itself through the final path (kubelet dials back during
    Register, so Register must never go out before this).
-4. At stop grpc unlinks only its private name; the final path is removed only
+4. When kubelet deletes the final name (it does on every start) the private
+   one still listens, so :meth:`PluginServer.republish` links it again.
+5. At stop grpc unlinks only its private name; the final path is removed only
    if :func:`~nvdp_node.adapters.fs_identity.socket_identity` still finds our
    socket there. Between that ``lstat`` and the ``unlink`` another process
    could still swap the file; no system call closes that window for a path
@@ -120,6 +122,35 @@ class PluginServer:
         async with grpc.aio.insecure_channel(unix_target(self.socket_path)) as channel:
             stub = pb_grpc.DevicePluginStub(channel)
             await stub.GetDevicePluginOptions(pb.Empty(), timeout=timeout, wait_for_ready=True)
+
+    async def republish(self) -> bool:
+        """Put our socket back at its final name, same listener, after kubelet deleted it.
+
+        Kubelet removes every plugin socket when it starts but leaves
+        directories, so grpc still listens on its private name: a new link
+        (and the self-dial) serves again in well under a millisecond, where a
+        new server takes several. False when that listener is gone too (the
+        caller then stops this server and starts a new one).
+        """
+        if self._server is None or self._private is None or self._identity is None:
+            return False
+        bound = self._private / BOUND_NAME
+        try:
+            if socket_identity(bound) != self._identity:
+                return False
+            os.link(bound, self.socket_path)  # never replaces anything: whatever is there now stays
+        except OSError as err:
+            log.debug("cannot link %s again: %s", self.socket_path, err)
+            return False
+        if not self._owns_socket():
+            return False
+        try:
+            await self._call_options(SELF_DIAL_TIMEOUT)
+        except grpc.aio.AioRpcError as err:
+            log.warning("own socket %s does not answer after linking it again: %s", self.socket_path, err.details())
+            return False
+        log.info("serving on %s again (same listener)", self.socket_path)
+        return True
 
     def intact(self) -> bool:
         """True while serving and our socket file is still ours (kubelet deletes it on restart)."""

@@ -144,6 +144,16 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
         # A client hammering Allocate with bad ids gets its errors, not one log line each.
         self._rejected = Reporter(RateLimitedReport("rejected Allocate request"), logging.WARNING)
         self.open_streams = 0
+        self._none_open = asyncio.Event()
+        self._none_open.set()
+
+    async def streams_ended(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until no ListAndWatch stream is open; whether none is."""
+        try:
+            await asyncio.wait_for(self._none_open.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def close(self) -> None:
         """End every ListAndWatch stream normally; called just before the server stops."""
@@ -163,6 +173,7 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
         cut = self._cut
         closing = asyncio.ensure_future(_first(self._closing, cut))
         self.open_streams += 1
+        self._none_open.clear()
         try:
             while True:
                 response, changed = self._state.listing()
@@ -177,6 +188,8 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
         finally:
             closing.cancel()
             self.open_streams -= 1
+            if not self.open_streams:
+                self._none_open.set()
             if not self._closing.is_set() and not cut.is_set():
                 self._streams.ended(token)
 

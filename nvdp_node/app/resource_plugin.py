@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 CLAIMS_POLL = 2.0  # re-ask PodResources this often while a pod holds one of our GPUs elsewhere
 IDLE_PASS = 10.0  # safety-net pass even without a poke
 GATE_POLL = 2.0  # how often a gated resource (MPS) that may not be served asks again
+STREAMS_END_WAIT = 0.5  # before a re-registration, how long our ended streams may take to close
 STREAM_WAIT = 5.0  # kubelet opens ListAndWatch right after Register; without it by then, register again
 RegisterFn = Callable[..., Awaitable[None]]
 Gate = Callable[[], Awaitable[str | None]]  # None: may be served; else why not
@@ -238,6 +239,9 @@ class ResourcePlugin:
             # Kubelet deletes every plugin socket when it starts: expected, not a fault.
             log.info("%s: socket %s was removed (kubelet restarted?); serving again",
                      self.resource_name, self.socket_path)
+            self.registrar.lost()
+            if await self._server.republish():
+                return
             await self._server.stop()
             self._server = None
         self.registrar.lost()
@@ -261,6 +265,8 @@ class ResourcePlugin:
             # still see the end late, which the STREAM_WAIT check repairs.
             log.info("%s: ended %d open ListAndWatch stream(s) before registering again",
                      self.resource_name, ended)
+            # Let them finish on the wire first: a Register that overtakes the end is the race.
+            await self._server.servicer.streams_ended(STREAMS_END_WAIT)
         self.registrar.started(kubelet)
         self._kubelet_stream = None
         self._on_change(f"{self.resource_name}: registering")
