@@ -11,7 +11,8 @@ Measures, against the mock NVML (8×H100) and the kubelet test peer:
   6. Allocate latency and errors while nvdp reloads 100 times (reload_storm.py);
   7. READY, watchdog pings and SIGTERM with a kubelet that never answers (hung_kubelet.py);
   8. PluginServer start and stop times (bench_plugin_server.py, run as its own process; goal: stop < 0.5 s);
-  9. with --peer PATH: side by side with another v1beta1 plugin binary (side_by_side.py).
+  9. with --peer PATH: side by side with another v1beta1 plugin binary (side_by_side.py);
+ 10. 896 devices: 8 GPUs x 7 MIG devices x 16 time-slice replicas (scale.py).
 Run with scripts/bench [--quick] [--only 6,7] (the full run takes about 7 minutes on 2 cores).
 """
 
@@ -39,6 +40,7 @@ from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc  # noqa: E402
 from benchmarks.harness import NotifyLog, ms, nth, pct, spread  # noqa: E402
 from benchmarks.hung_kubelet import hung_kubelet  # noqa: E402
 from benchmarks.reload_storm import reload_storm  # noqa: E402
+from benchmarks.scale import scale  # noqa: E402
 from benchmarks.side_by_side import side_by_side  # noqa: E402
 from tests.kubelet_peer import KubeletPeer, Registration  # noqa: E402
 from tests.mock_nvml.environment import prepare  # noqa: E402
@@ -224,6 +226,8 @@ class Bench:
             hung_kubelet(self, 3 if self.quick else 10)
         if self.wants(8):
             self.plugin_server_stop(10 if self.quick else 50)
+        if self.wants(10):
+            scale(self, 3 if self.quick else 10, 300 if self.quick else 2000, 5 if self.quick else 20)
         if self.peer is not None and self.wants(9):
             print(f"9. side by side with {self.peer} (rounds alternate):", flush=True)
             side_by_side(self, self.peer, 2 if self.quick else 6, 500 if self.quick else 2000, 10 if self.quick else 30)
@@ -279,8 +283,8 @@ def _sections(text: str) -> set[int]:
         chosen = {int(part) for part in text.split(",") if part.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected section numbers like 6,7, not {text!r}") from None
-    if not chosen <= set(range(1, 10)):
-        raise argparse.ArgumentTypeError(f"sections are 1 to 9, not {sorted(chosen - set(range(1, 10)))}")
+    if not chosen <= set(range(1, 11)):
+        raise argparse.ArgumentTypeError(f"sections are 1 to 10, not {sorted(chosen - set(range(1, 11)))}")
     return chosen
 
 

@@ -67,7 +67,7 @@ def calls(socket: Path, ids: list[str], n: int) -> dict[str, list[float]]:
 
 
 def restarts(peer: KubeletPeer, n: int) -> dict[str, list[float]]:
-    """kubelet restart → the first accepted Register after it: from the restart call and from kubelet.sock listening."""
+    """kubelet restart → the first accepted Register: from the restart call and from kubelet.sock listening."""
     from_restart, from_listen = [], []
     for _ in range(n):
         t = time.monotonic()

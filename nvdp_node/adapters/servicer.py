@@ -65,6 +65,8 @@ class DeviceState:
         self.policy = policy
         self.held: dict[str, str] = {}
         self._changed = asyncio.Event()
+        # id → (device, health, its message): a listing of 896 devices rebuilds only what changed.
+        self._messages: dict[str, tuple[object, str, pb.Device]] = {}
 
     def set_health(self, device_ids: Iterable[str], health: Health) -> list[str]:
         changed = self.devices.set_health(device_ids, health)
@@ -102,6 +104,7 @@ class DeviceState:
         """Swap in a re-enumerated device list (reload); streams re-send it."""
         self.devices, self.policy = devices, policy
         self.held = {k: v for k, v in self.held.items() if k in devices.by_id}
+        self._messages = {}
         self._notify()
 
     def _notify(self) -> None:
@@ -110,21 +113,17 @@ class DeviceState:
 
     def listing(self) -> tuple[pb.ListAndWatchResponse, asyncio.Event]:
         """The full device list plus the event that fires when it next changes."""
-        response = pb.ListAndWatchResponse(
-            devices=[
-                pb.Device(
-                    ID=device.id,
-                    health=str(Health.UNHEALTHY if device.id in self.held else health),
-                    topology=(
-                        pb.TopologyInfo(nodes=[pb.NUMANode(ID=device.numa_node)])
-                        if device.numa_node is not None
-                        else None
-                    ),
-                )
-                for device, health in self.devices.snapshot()
-            ]
-        )
-        return response, self._changed
+        messages, held = self._messages, self.held
+        devices = []
+        for device, health in self.devices.snapshot():
+            text = str(Health.UNHEALTHY if device.id in held else health)
+            cached = messages.get(device.id)
+            if cached is None or cached[0] != device or cached[1] != text:
+                numa = device.numa_node
+                topology = pb.TopologyInfo(nodes=[pb.NUMANode(ID=numa)]) if numa is not None else None
+                cached = messages[device.id] = (device, text, pb.Device(ID=device.id, health=text, topology=topology))
+            devices.append(cached[2])
+        return pb.ListAndWatchResponse(devices=devices), self._changed
 
 
 class DevicePluginServicer(pb_grpc.DevicePluginServicer):
