@@ -67,6 +67,7 @@ class DeviceState:
         self._changed = asyncio.Event()
         # id → (device, health, its message): a listing of 896 devices rebuilds only what changed.
         self._messages: dict[str, tuple[object, str, pb.Device]] = {}
+        self._listed: tuple[asyncio.Event, pb.ListAndWatchResponse] | None = None  # every stream sends this one
 
     def set_health(self, device_ids: Iterable[str], health: Health) -> list[str]:
         changed = self.devices.set_health(device_ids, health)
@@ -113,6 +114,8 @@ class DeviceState:
 
     def listing(self) -> tuple[pb.ListAndWatchResponse, asyncio.Event]:
         """The full device list plus the event that fires when it next changes."""
+        if self._listed is not None and self._listed[0] is self._changed:
+            return self._listed[1], self._changed
         messages, held = self._messages, self.held
         devices = []
         for device, health in self.devices.snapshot():
@@ -123,7 +126,8 @@ class DeviceState:
                 topology = pb.TopologyInfo(nodes=[pb.NUMANode(ID=numa)]) if numa is not None else None
                 cached = messages[device.id] = (device, text, pb.Device(ID=device.id, health=text, topology=topology))
             devices.append(cached[2])
-        return pb.ListAndWatchResponse(devices=devices), self._changed
+        self._listed = (self._changed, pb.ListAndWatchResponse(devices=devices))
+        return self._listed[1], self._changed
 
 
 class DevicePluginServicer(pb_grpc.DevicePluginServicer):
