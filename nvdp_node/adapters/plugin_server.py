@@ -54,6 +54,7 @@ from nvdp_node.domain.errors import TemporaryError
 log = logging.getLogger(__name__)
 
 SELF_DIAL_TIMEOUT = 5.0
+REPUBLISH_DIAL_TIMEOUT = 1.0
 # The servicer ends its ListAndWatch streams before the server stops, so the
 # grace only covers a unary call in flight; stop must stay well under 0.5 s.
 STOP_GRACE = 0.2
@@ -118,10 +119,10 @@ class PluginServer:
             return False
         return True
 
-    async def _call_options(self, timeout: float) -> None:
+    async def _call_options(self, timeout: float, *, wait_for_ready: bool = True) -> None:
         async with grpc.aio.insecure_channel(unix_target(self.socket_path)) as channel:
             stub = pb_grpc.DevicePluginStub(channel)
-            await stub.GetDevicePluginOptions(pb.Empty(), timeout=timeout, wait_for_ready=True)
+            await stub.GetDevicePluginOptions(pb.Empty(), timeout=timeout, wait_for_ready=wait_for_ready)
 
     async def republish(self) -> bool:
         """Put our socket back at its final name, same listener, after kubelet deleted it.
@@ -129,8 +130,10 @@ class PluginServer:
         Kubelet removes every plugin socket when it starts but leaves
         directories, so grpc still listens on its private name: a new link
         (and the self-dial) serves again in well under a millisecond, where a
-        new server takes several. False when that listener is gone too (the
-        caller then stops this server and starts a new one).
+        new server takes several. False when that listener is gone too or does
+        not answer (the caller then stops this server and starts a new one);
+        True, not serving yet, when the new link was deleted again at once
+        (the deletion wakes the next pass, which links it again).
         """
         if self._server is None or self._private is None or self._identity is None:
             return False
@@ -142,11 +145,14 @@ class PluginServer:
         except OSError as err:
             log.debug("cannot link %s again: %s", self.socket_path, err)
             return False
-        if not self._owns_socket():
-            return False
         try:
-            await self._call_options(SELF_DIAL_TIMEOUT)
+            # Fail fast: kubelet may still be cleaning the directory and delete the new link at
+            # once, and a dial that waits for the path would wait out its whole deadline.
+            await self._call_options(REPUBLISH_DIAL_TIMEOUT, wait_for_ready=False)
         except grpc.aio.AioRpcError as err:
+            if not self._owns_socket():
+                log.debug("%s was removed again while dialling it; the next pass links it again", self.socket_path)
+                return True
             log.warning("own socket %s does not answer after linking it again: %s", self.socket_path, err.details())
             return False
         log.info("serving on %s again (same listener)", self.socket_path)

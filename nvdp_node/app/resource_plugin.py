@@ -268,7 +268,8 @@ class ResourcePlugin:
             # Let them finish on the wire first: a Register that overtakes the end is the race.
             await self._server.servicer.streams_ended(STREAMS_END_WAIT)
         self.registrar.started(kubelet)
-        self._kubelet_stream = None
+        # A stream end noticed before now was an older registration's; this Register supersedes it.
+        self._kubelet_stream, self._stream_lost = None, False
         self._on_change(f"{self.resource_name}: registering")
         try:
             await self._register(self.kubelet_socket, endpoint=self.socket_path.name,

@@ -19,6 +19,8 @@ from nvdp_node.adapters.host import HostRoot
 from nvdp_node.adapters.servicer import DeviceState
 from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
 from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc
+from nvdp_node.api import podresources_v1_pb2 as pr
+from nvdp_node.api import podresources_v1_pb2_grpc as pr_grpc
 from nvdp_node.app.resource_plugin import ResourcePlugin
 from nvdp_node.app.settings import ServeSettings
 from nvdp_node.app.supervisor import Supervisor
@@ -48,11 +50,12 @@ class RecordingKubelet:
         self.open_at_call.append(self.plugin._server.servicer.open_streams)
 
 
-def make(directory: Path, kubelet: RecordingKubelet, passes: Passes) -> ResourcePlugin:
+def make(directory: Path, kubelet: RecordingKubelet, passes: Passes,
+         pod_resources: Path | None = None) -> ResourcePlugin:
     devices = DeviceSet([Device(id="GPU-1", index="0", gpu_uuid="GPU-1", numa_node=None)])
     plugin = ResourcePlugin(GPU, DeviceState(devices, AllocationPolicy(resource_name=GPU)), socket_dir=directory,
-                            kubelet_socket=directory / "kubelet.sock", on_change=passes,
-                            register_fn=kubelet.register, stream_wait=1e9)
+                            kubelet_socket=directory / "kubelet.sock", pod_resources_socket=pod_resources,
+                            on_change=passes, register_fn=kubelet.register, stream_wait=1e9)
     kubelet.plugin = plugin
     return plugin
 
@@ -109,3 +112,46 @@ def test_after_kubelet_deleted_the_socket_the_same_server_serves_and_registers_a
         await plugin.stop()
 
     asyncio.run(body())
+
+
+class PodResources(pr_grpc.PodResourcesListerServicer):
+    """Kubelet's PodResources: the first List fails (kubelet not up yet); ``during_list`` runs inside later ones."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.during_list = lambda: None
+
+    async def List(self, request, context):
+        self.calls += 1
+        if self.calls == 1:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not yet")
+        self.during_list()
+        return pr.ListPodResourcesResponse()
+
+
+def test_the_end_of_an_old_registrations_stream_seen_while_registering_anew_registers_no_third_time(directory):
+    # A kubelet restart ends kubelet's stream and replaces kubelet.sock. When nvdp notices the
+    # stream's end in the middle of the pass that already registers with the new kubelet, that
+    # loss belongs to the old registration: registering once more would be the 1.32 race.
+    async def body() -> list[int]:
+        kubelet, passes, lister = RecordingKubelet(), Passes(), PodResources()
+        server = grpc.aio.server()
+        pr_grpc.add_PodResourcesListerServicer_to_server(lister, server)
+        server.add_insecure_port(f"unix://{directory / 'pod-resources.sock'}")
+        await server.start()
+        kubelet_sock(directory)
+        plugin = make(directory, kubelet, passes, pod_resources=directory / "pod-resources.sock")
+        plugin.start()
+        await asyncio.wait_for(plugin.first_pass.wait(), 10)
+        while not plugin.registered:
+            await passes.after(plugin)
+        token = plugin.opened()  # kubelet's stream of that registration, as the servicer reports it
+        lister.during_list = lambda: plugin.ended(token)  # its end arrives while the next pass runs
+        kubelet_sock(directory)  # the new kubelet
+        for _ in range(3):
+            await passes.after(plugin)
+        await plugin.stop()
+        await server.stop(None)
+        return kubelet.open_at_call
+
+    assert len(asyncio.run(body())) == 2, "one Register for the first kubelet, one for the new one"

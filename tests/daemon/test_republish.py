@@ -21,6 +21,7 @@ from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb
 from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc
 from nvdp_node.domain.allocation import AllocationPolicy
 from nvdp_node.domain.devices import DeviceSet
+from tests.daemon.test_plugin_server import OnCreate
 
 SOCK = "nvidia-gpu.sock"
 
@@ -85,3 +86,26 @@ def test_a_foreign_socket_at_our_name_is_left_in_place_by_republish(tmp_path):
     with foreign:
         assert not asyncio.run(scenario())
         assert (tmp_path / SOCK).is_socket()
+
+
+def test_a_link_kubelet_deletes_again_at_once_keeps_the_listener_for_the_next_link(tmp_path):
+    # Kubelet may still be cleaning the directory when the link appears; waiting for the path
+    # would wait out the whole self-dial deadline (seconds) with nothing at the name.
+    async def scenario() -> tuple[bool, bool, bool]:
+        server = new_server(tmp_path)
+        await server.start()
+        (tmp_path / SOCK).unlink()
+        cleaner = OnCreate(tmp_path, SOCK, lambda path: path.unlink())
+        try:
+            first = await asyncio.wait_for(server.republish(), 2)
+        finally:
+            cleaner.close()
+        gone = not (tmp_path / SOCK).exists()
+        second = await server.republish()  # the deletion's inotify event brings the next pass here
+        await options_through(tmp_path / SOCK)
+        await server.stop()
+        return first, gone, second
+
+    first, gone, second = asyncio.run(scenario())
+    assert first and gone, "kept, not serving yet, and no wait for a path that is gone"
+    assert second, "the same listener is linked again"
