@@ -95,7 +95,7 @@ def run_round(argv: list[str], ids: list[str], n_calls: int, n_restarts: int, se
                 peer.wait_node_status(GPU, (len(ids), len(ids)), timeout=20)
                 time.sleep(settle)  # idle: registered, kubelet's stream open, nothing asked yet
                 idle_rss = rss_kib(proc.pid)
-                result: dict[str, object] = {"start": started, "rss_kib": idle_rss}
+                result: dict[str, object] = {"start": started, "rss_kib": idle_rss, "empty_rss_kib": rss_kib(empty.pid)}
                 result.update(calls(PLUGIN_DIR / reg.endpoint, ids, n_calls))
                 result.update(restarts(peer, n_restarts))
                 result["alive"] = proc.poll() is None

@@ -82,6 +82,9 @@ def report(samples: dict[str, dict[str, list[Any]]], imports: float, peer_binary
         row(f"empty unary call (nvdp's grpc.aio) p{q}", pct(a["empty"], q), pct(b["empty"], q))
     rss_a, rss_b = statistics.median(a["rss_kib"]) / 1024, statistics.median(b["rss_kib"]) / 1024
     row("idle RSS (median)", rss_a, rss_b, unit="MiB", goal="nvdp <= 1.5 x peer")
+    floor = statistics.median(a["empty_rss_kib"]) / 1024
+    print(f"   {'idle RSS of the empty grpc.aio server':<44} {floor:>7.1f} MiB  (Python + grpcio serving nothing: "
+          f"{floor / rss_b:.2f} x peer)")
     for label, key in (("kubelet restart -> Register", "restart"), ("kubelet.sock listening -> Register",
                                                                    "restart_listen")):
         row(f"{label} p50", pct(a[key], 50), pct(b[key], 50))
