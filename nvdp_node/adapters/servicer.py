@@ -152,11 +152,13 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
 
     async def streams_ended(self, timeout: float) -> bool:
         """Wait (at most ``timeout``) until no ListAndWatch stream is open; whether none is."""
+        # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow the caller's cancellation.
+        none_open = asyncio.ensure_future(self._none_open.wait())
         try:
-            await asyncio.wait_for(self._none_open.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait({none_open}, timeout=timeout)
+        finally:
+            none_open.cancel()
+        return self._none_open.is_set()
 
     def close(self) -> None:
         """End every ListAndWatch stream normally; called just before the server stops."""

@@ -161,10 +161,13 @@ class ResourcePlugin:
             await self._sleep(self._next_wake())
 
     async def _sleep(self, timeout: float) -> None:
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation (stop) that comes in
+        # the same loop turn as a poke, and the task would then run on for ever.
+        poked = asyncio.ensure_future(self._poked.wait())
         try:
-            await asyncio.wait_for(self._poked.wait(), timeout)
-        except TimeoutError:
-            pass
+            await asyncio.wait({poked}, timeout=timeout)
+        finally:
+            poked.cancel()
         self._poked.clear()
 
     def _next_wake(self) -> float:

@@ -155,3 +155,24 @@ def test_the_end_of_an_old_registrations_stream_seen_while_registering_anew_regi
         return kubelet.open_at_call
 
     assert len(asyncio.run(body())) == 2, "one Register for the first kubelet, one for the new one"
+
+
+def test_a_resource_poked_in_the_same_loop_turn_as_its_stop_still_stops(directory):
+    # Python 3.11's asyncio.wait_for returns the inner result when that finished in the same
+    # turn as the cancellation, swallowing it: an inotify poke next to SIGTERM kept nvdp running.
+    async def body() -> bool:
+        kubelet, passes = RecordingKubelet(), Passes()
+        kubelet_sock(directory)
+        plugin = make(directory, kubelet, passes)
+        plugin.start()
+        await asyncio.wait_for(plugin.first_pass.wait(), 10)
+        await passes.after(plugin)  # idle, waiting to be poked
+        plugin.poke()
+        stopping = asyncio.ensure_future(plugin.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=5)  # a bound on a hang, not a timing check
+        if not done:
+            plugin._task.cancel()
+            await asyncio.wait({stopping}, timeout=5)
+        return bool(done)
+
+    assert asyncio.run(body()), "stop() came back"
