@@ -18,6 +18,8 @@ class SilentKubelet:
         self._sock.listen(64)
         self.accepted: list[socket.socket] = []
         self.connected = threading.Event()
+        self._lock = threading.Lock()
+        self._closed = False
         threading.Thread(target=self._accept, name="silent-kubelet", daemon=True).start()
 
     def _accept(self) -> None:
@@ -26,10 +28,17 @@ class SilentKubelet:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            self.accepted.append(conn)
+            with self._lock:
+                if self._closed:  # accepted while close() ran: nobody else will close it
+                    conn.close()
+                    return
+                self.accepted.append(conn)
             self.connected.set()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            accepted, self.accepted = self.accepted, []
         self._sock.close()
-        for conn in self.accepted:
+        for conn in accepted:
             conn.close()
