@@ -10,8 +10,10 @@ Measures, against the mock NVML (8×H100) and the kubelet test peer:
   5. idle RSS (goal <= 45 MiB) and CPU over 60 s (goal <= 0.2 % of a core);
   6. Allocate latency and errors while nvdp reloads 100 times (reload_storm.py);
   7. READY, watchdog pings and SIGTERM with a kubelet that never answers (hung_kubelet.py);
-  8. PluginServer start and stop times (bench_plugin_server.py, run as its own process; goal: stop < 0.5 s).
-  9. GetPreferredAllocation on linked GPUs at every size, in process and over gRPC (preferred_topology.py).
+  8. PluginServer start and stop times (bench_plugin_server.py, run as its own process; goal: stop < 0.5 s);
+  9. GetPreferredAllocation on linked GPUs at every size, in process and over gRPC (preferred_topology.py);
+ 10. 896 devices: 8 GPUs x 7 MIG devices x 16 time-slice replicas (scale.py);
+ 11. with --peer PATH: side by side with another v1beta1 plugin binary (side_by_side.py).
 Run with scripts/bench [--quick] [--only 6,7] (the full run takes about 7 minutes on 2 cores).
 """
 
@@ -40,6 +42,8 @@ from benchmarks.harness import NotifyLog, ms, nth, pct, spread  # noqa: E402
 from benchmarks.hung_kubelet import hung_kubelet  # noqa: E402
 from benchmarks.preferred_topology import preferred_topology  # noqa: E402
 from benchmarks.reload_storm import reload_storm  # noqa: E402
+from benchmarks.scale import scale  # noqa: E402
+from benchmarks.side_by_side import side_by_side  # noqa: E402
 from tests.kubelet_peer import KubeletPeer, Registration  # noqa: E402
 from tests.mock_nvml.environment import prepare  # noqa: E402
 
@@ -66,9 +70,10 @@ EMPTY_SERVER = textwrap.dedent(
 
 
 class Bench:
-    def __init__(self, quick: bool, only: set[int]) -> None:
+    def __init__(self, quick: bool, only: set[int], peer: Path | None = None) -> None:
         self.quick = quick
         self.only = only
+        self.peer = peer
         self.work = Path(tempfile.mkdtemp(prefix="nvdp-bench-", dir="/tmp"))
         self.node = prepare("h100-sxm-8", self.work / "nvml")
         self.node.write_sysfs(self.work / "sys")
@@ -157,13 +162,14 @@ class Bench:
         def accepted() -> int:
             return sum(r.ok and r.resource == GPU for r in peer.registrations)
 
-        delays, stuck = [], 0
+        delays, from_listen, stuck = [], [], 0
         before = accepted()
         for _ in range(restarts):
             t = time.monotonic()
             peer.restart()
             reg = peer.wait_until(lambda t=t: accepted_after(t), 10, "Register after the restart")
             delays.append(reg.time - t)
+            from_listen.append(reg.time - peer.served_at)
             try:
                 peer.wait_node_status(GPU, (8, 8), timeout=10)
             except TimeoutError:  # a finding, not a crash: the next restart makes nvdp register again
@@ -175,6 +181,8 @@ class Bench:
               f"p99 {ms(pct(delays, 99))}, max {ms(max(delays))} (goal p99 < 250 ms); "
               f"{accepted() - before} registrations accepted for {restarts} restarts; "
               f"allocatable not back to 8 within 10 s after {stuck} of them (goal 0)")
+        print(f"   kubelet.sock accepting -> Register received: p50 {ms(pct(from_listen, 50))}, "
+              f"p99 {ms(pct(from_listen, 99))}, max {ms(max(from_listen))} (goal: max <= 10 ms)")
 
     def xid_to_listandwatch(self, peer: KubeletPeer, proc: subprocess.Popen[bytes], runs: int) -> None:
         delays = []
@@ -222,6 +230,11 @@ class Bench:
             self.plugin_server_stop(10 if self.quick else 50)
         if self.wants(9):
             preferred_topology(self.quick)
+        if self.wants(10):
+            scale(self, 3 if self.quick else 10, 300 if self.quick else 2000, 5 if self.quick else 20)
+        if self.peer is not None and self.wants(11):
+            print(f"11. side by side with {self.peer} (rounds alternate):", flush=True)
+            side_by_side(self, self.peer, 2 if self.quick else 6, 500 if self.quick else 2000, 10 if self.quick else 30)
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
     def plugin_server_stop(self, runs: int) -> None:
@@ -263,8 +276,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
     parser.add_argument("--only", type=_sections, default=set(), metavar="N[,N...]",
                         help="run only these sections (numbers as in the list above)")
+    parser.add_argument("--peer", type=Path, metavar="PATH",
+                        help="also run section 11 against this plugin binary (scripts/build-peer builds NVIDIA's)")
     args = parser.parse_args()
-    Bench(args.quick, args.only).run()
+    Bench(args.quick, args.only, args.peer).run()
 
 
 def _sections(text: str) -> set[int]:
@@ -272,8 +287,8 @@ def _sections(text: str) -> set[int]:
         chosen = {int(part) for part in text.split(",") if part.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected section numbers like 6,7, not {text!r}") from None
-    if not chosen <= set(range(1, 10)):
-        raise argparse.ArgumentTypeError(f"sections are 1 to 9, not {sorted(chosen - set(range(1, 10)))}")
+    if not chosen <= set(range(1, 12)):
+        raise argparse.ArgumentTypeError(f"sections are 1 to 11, not {sorted(chosen - set(range(1, 12)))}")
     return chosen
 
 

@@ -16,7 +16,9 @@ the socket exists with the wrong mode or under a name it did not check:
    alone. Nothing is chmod-ed, so nothing can follow a planted symlink.
 3. The server dials itself through the final path (kubelet dials back during
    Register, so Register must never go out before this).
-4. At stop grpc unlinks only its private name; the final path is removed only
+4. When kubelet deletes the final name (it does on every start) the private
+   one still listens, so :meth:`PluginServer.republish` links it again.
+5. At stop grpc unlinks only its private name; the final path is removed only
    if :func:`~nvdp_node.adapters.fs_identity.socket_identity` still finds our
    socket there. Between that ``lstat`` and the ``unlink`` another process
    could still swap the file; no system call closes that window for a path
@@ -52,6 +54,7 @@ from nvdp_node.domain.errors import TemporaryError
 log = logging.getLogger(__name__)
 
 SELF_DIAL_TIMEOUT = 5.0
+REPUBLISH_DIAL_TIMEOUT = 1.0
 # The servicer ends its ListAndWatch streams before the server stops, so the
 # grace only covers a unary call in flight; stop must stay well under 0.5 s.
 STOP_GRACE = 0.2
@@ -117,10 +120,44 @@ class PluginServer:
             return False
         return True
 
-    async def _call_options(self, timeout: float) -> None:
+    async def _call_options(self, timeout: float, *, wait_for_ready: bool = True) -> None:
         async with grpc.aio.insecure_channel(unix_target(self.socket_path)) as channel:
             stub = pb_grpc.DevicePluginStub(channel)
-            await stub.GetDevicePluginOptions(pb.Empty(), timeout=timeout, wait_for_ready=True)
+            await stub.GetDevicePluginOptions(pb.Empty(), timeout=timeout, wait_for_ready=wait_for_ready)
+
+    async def republish(self) -> bool:
+        """Put our socket back at its final name, same listener, after kubelet deleted it.
+
+        Kubelet removes every plugin socket when it starts but leaves
+        directories, so grpc still listens on its private name: a new link
+        (and the self-dial) serves again in well under a millisecond, where a
+        new server takes several. False when that listener is gone too or does
+        not answer (the caller then stops this server and starts a new one);
+        True, not serving yet, when the new link was deleted again at once
+        (the deletion wakes the next pass, which links it again).
+        """
+        if self._server is None or self._private is None or self._identity is None:
+            return False
+        bound = self._private / BOUND_NAME
+        try:
+            if socket_identity(bound) != self._identity:
+                return False
+            os.link(bound, self.socket_path)  # never replaces anything: whatever is there now stays
+        except OSError as err:
+            log.debug("cannot link %s again: %s", self.socket_path, err)
+            return False
+        try:
+            # Fail fast: kubelet may still be cleaning the directory and delete the new link at
+            # once, and a dial that waits for the path would wait out its whole deadline.
+            await self._call_options(REPUBLISH_DIAL_TIMEOUT, wait_for_ready=False)
+        except grpc.aio.AioRpcError as err:
+            if not self._owns_socket():
+                log.debug("%s was removed again while dialling it; the next pass links it again", self.socket_path)
+                return True
+            log.warning("own socket %s does not answer after linking it again: %s", self.socket_path, err.details())
+            return False
+        log.info("serving on %s again (same listener)", self.socket_path)
+        return True
 
     def intact(self) -> bool:
         """True while serving and our socket file is still ours (kubelet deletes it on restart)."""

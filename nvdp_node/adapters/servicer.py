@@ -65,6 +65,9 @@ class DeviceState:
         self.policy = policy
         self.held: dict[str, str] = {}
         self._changed = asyncio.Event()
+        # id → (device, health, its message): a listing of 896 devices rebuilds only what changed.
+        self._messages: dict[str, tuple[object, str, pb.Device]] = {}
+        self._listed: tuple[asyncio.Event, pb.ListAndWatchResponse] | None = None  # every stream sends this one
 
     def set_health(self, device_ids: Iterable[str], health: Health) -> list[str]:
         changed = self.devices.set_health(device_ids, health)
@@ -102,6 +105,7 @@ class DeviceState:
         """Swap in a re-enumerated device list (reload); streams re-send it."""
         self.devices, self.policy = devices, policy
         self.held = {k: v for k, v in self.held.items() if k in devices.by_id}
+        self._messages = {}
         self._notify()
 
     def _notify(self) -> None:
@@ -110,21 +114,20 @@ class DeviceState:
 
     def listing(self) -> tuple[pb.ListAndWatchResponse, asyncio.Event]:
         """The full device list plus the event that fires when it next changes."""
-        response = pb.ListAndWatchResponse(
-            devices=[
-                pb.Device(
-                    ID=device.id,
-                    health=str(Health.UNHEALTHY if device.id in self.held else health),
-                    topology=(
-                        pb.TopologyInfo(nodes=[pb.NUMANode(ID=device.numa_node)])
-                        if device.numa_node is not None
-                        else None
-                    ),
-                )
-                for device, health in self.devices.snapshot()
-            ]
-        )
-        return response, self._changed
+        if self._listed is not None and self._listed[0] is self._changed:
+            return self._listed[1], self._changed
+        messages, held = self._messages, self.held
+        devices = []
+        for device, health in self.devices.snapshot():
+            text = str(Health.UNHEALTHY if device.id in held else health)
+            cached = messages.get(device.id)
+            if cached is None or cached[0] != device or cached[1] != text:
+                numa = device.numa_node
+                topology = pb.TopologyInfo(nodes=[pb.NUMANode(ID=numa)]) if numa is not None else None
+                cached = messages[device.id] = (device, text, pb.Device(ID=device.id, health=text, topology=topology))
+            devices.append(cached[2])
+        self._listed = (self._changed, pb.ListAndWatchResponse(devices=devices))
+        return self._listed[1], self._changed
 
 
 class DevicePluginServicer(pb_grpc.DevicePluginServicer):
@@ -144,6 +147,18 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
         # A client hammering Allocate with bad ids gets its errors, not one log line each.
         self._rejected = Reporter(RateLimitedReport("rejected Allocate request"), logging.WARNING)
         self.open_streams = 0
+        self._none_open = asyncio.Event()
+        self._none_open.set()
+
+    async def streams_ended(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until no ListAndWatch stream is open; whether none is."""
+        # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow the caller's cancellation.
+        none_open = asyncio.ensure_future(self._none_open.wait())
+        try:
+            await asyncio.wait({none_open}, timeout=timeout)
+        finally:
+            none_open.cancel()
+        return self._none_open.is_set()
 
     def close(self) -> None:
         """End every ListAndWatch stream normally; called just before the server stops."""
@@ -163,6 +178,7 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
         cut = self._cut
         closing = asyncio.ensure_future(_first(self._closing, cut))
         self.open_streams += 1
+        self._none_open.clear()
         try:
             while True:
                 response, changed = self._state.listing()
@@ -177,6 +193,8 @@ class DevicePluginServicer(pb_grpc.DevicePluginServicer):
         finally:
             closing.cancel()
             self.open_streams -= 1
+            if not self.open_streams:
+                self._none_open.set()
             if not self._closing.is_set() and not cut.is_set():
                 self._streams.ended(token)
 

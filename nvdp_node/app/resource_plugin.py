@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 CLAIMS_POLL = 2.0  # re-ask PodResources this often while a pod holds one of our GPUs elsewhere
 IDLE_PASS = 10.0  # safety-net pass even without a poke
 GATE_POLL = 2.0  # how often a gated resource (MPS) that may not be served asks again
+STREAMS_END_WAIT = 0.5  # before a re-registration, how long our ended streams may take to close
 STREAM_WAIT = 5.0  # kubelet opens ListAndWatch right after Register; without it by then, register again
 RegisterFn = Callable[..., Awaitable[None]]
 Gate = Callable[[], Awaitable[str | None]]  # None: may be served; else why not
@@ -165,10 +166,13 @@ class ResourcePlugin:
             await self._sleep(self._next_wake())
 
     async def _sleep(self, timeout: float) -> None:
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation (stop) that comes in
+        # the same loop turn as a poke, and the task would then run on for ever.
+        poked = asyncio.ensure_future(self._poked.wait())
         try:
-            await asyncio.wait_for(self._poked.wait(), timeout)
-        except TimeoutError:
-            pass
+            await asyncio.wait({poked}, timeout=timeout)
+        finally:
+            poked.cancel()
         self._poked.clear()
 
     def _next_wake(self) -> float:
@@ -246,6 +250,9 @@ class ResourcePlugin:
             log.info("%s: socket %s was removed (kubelet restarted?); serving again",
                      self.resource_name, self.socket_path)
             self._cause = self._cause or "socket_deleted"
+            self.registrar.lost()
+            if await self._server.republish():
+                return
             await self._server.stop()
             self._server = None
         self.registrar.lost()
@@ -270,8 +277,11 @@ class ResourcePlugin:
             # still see the end late, which the STREAM_WAIT check repairs.
             log.info("%s: ended %d open ListAndWatch stream(s) before registering again",
                      self.resource_name, ended)
+            # Let them finish on the wire first: a Register that overtakes the end is the race.
+            await self._server.servicer.streams_ended(STREAMS_END_WAIT)
         self.registrar.started(kubelet)
-        self._kubelet_stream = None
+        # A stream end noticed before now was an older registration's; this Register supersedes it.
+        self._kubelet_stream, self._stream_lost = None, False
         self._on_change(f"{self.resource_name}: registering")
         try:
             await self._register(self.kubelet_socket, endpoint=self.socket_path.name,

@@ -37,7 +37,6 @@ from nvdp_node.domain.topology import LinkTable
 
 log = logging.getLogger(__name__)
 
-DEBOUNCE = 0.02  # coalesce the burst of events a kubelet restart makes
 POLL_WATCHED = 10.0  # safety-net poll while inotify works
 POLL_UNWATCHED = 0.5  # poll while the directory is missing or inotify is unavailable
 LAYOUT_IDLE_RECHECK = 5.0  # while MIG layout checks are off, look at the settings again this often
@@ -180,7 +179,8 @@ class Supervisor:
             await asyncio.wait_for(self._wake_event.wait(), POLL_WATCHED if watched else POLL_UNWATCHED)
         except TimeoutError:
             return
-        await asyncio.sleep(DEBOUNCE)
+        # No debounce: the resources act on the first event at once, and the events that come
+        # while their pass (a Register) runs coalesce into one more pass (ResourcePlugin.poke).
         self._wake_event.clear()
 
     def _watch_dir(self) -> None:

@@ -88,6 +88,7 @@ class KubeletPeer(RegistrationMixin, StreamsMixin, AdmissionMixin, PodResourcesM
         check_unix_path(self.pod_resources_socket, "pod-resources socket")
         self._stop_event = threading.Event()
         self._ticker: threading.Thread | None = None
+        self.served_at = 0.0  # time.monotonic() when kubelet.sock last started accepting (benchmarks)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -202,6 +203,7 @@ class KubeletPeer(RegistrationMixin, StreamsMixin, AdmissionMixin, PodResourcesM
         pb_grpc.add_RegistrationServicer_to_server(self._registration_servicer(generation), server)
         server.add_insecure_port(f"unix:{sock}")
         server.start()
+        self.served_at = time.monotonic()
         with self._lock:
             self._server = server
             self._executor = executor
