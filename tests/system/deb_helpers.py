@@ -125,12 +125,13 @@ _BUILT: dict[tuple[object, ...], Built] = {}
 
 
 def prebuilt(var: str, release: str) -> Built | None:
-    """The package named by the environment variable VAR, if it is RELEASE's build (by its suffix)."""
-    path = os.environ.get(var)
-    if not path or RELEASE_SUFFIX[release] not in Path(path).name:
-        return None
-    p = Path(path).resolve()
-    return Built(path=p, version=deb_field(p, "Version"), sha256=file_sha256(p), seconds=0.0)
+    """RELEASE's build (by its version suffix) among the packages the environment variable VAR
+    names (paths separated by ``:``), or None."""
+    for path in os.environ.get(var, "").split(os.pathsep):
+        if path and RELEASE_SUFFIX[release] in Path(path).name:
+            p = Path(path).resolve()
+            return Built(path=p, version=deb_field(p, "Version"), sha256=file_sha256(p), seconds=0.0)
+    return None
 
 
 def build_deb_once(out_dir: Path, *, release: str = "bookworm", version: str | None = None, lint: bool = True) -> Built:

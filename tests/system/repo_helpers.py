@@ -46,9 +46,11 @@ def build_repo(out: Path, gnupghome: Path, *debs: Path) -> str:
 
 def publish(box: Box, repo: Path) -> None:
     """A fresh copy of the repository in the box, without reprepro's own conf/ and db/."""
-    box.exec(["rm", "-rf", REPO_IN_BOX])
-    box.cp_in(repo, REPO_IN_BOX)
-    box.exec(["rm", "-rf", f"{REPO_IN_BOX}/conf", f"{REPO_IN_BOX}/db"])
+    staging = f"{REPO_IN_BOX}.new"
+    box.exec(["rm", "-rf", REPO_IN_BOX, staging])
+    box.cp_in(repo, staging)  # a directory lands inside the target
+    box.exec(["mv", f"{staging}/{repo.name}", REPO_IN_BOX])
+    box.exec(["rm", "-rf", staging, f"{REPO_IN_BOX}/conf", f"{REPO_IN_BOX}/db"])
 
 
 def add_repo(box: Box, suite: str, *, only: bool = True) -> None:

@@ -18,8 +18,9 @@
   kubelet's checkpoint and another plugin's socket untouched).
 
 Set NVDP_TEST_DEB and NVDP_TEST_DEB_UPGRADE to prebuilt packages to skip the
-two builds (the upgrade package must have the higher version); they are used
-for the release their version suffix names (~deb12u1, ~deb13u1).
+two builds (the upgrade package must have the higher version); each may name
+several packages separated by ``:``, and a release uses the one whose version
+suffix names it (~deb12u1, ~deb13u1).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ from tests.system.deb_helpers import (
 )
 from tests.system.nspawn import Image, missing_host_requirements
 from tests.system.plugin import SYSTEM_IMAGE_PACKAGES, release_image
+
+# A first run makes each release's build root and image, and builds in fixtures (a minute or two each).
+pytestmark = pytest.mark.timeout(900)
 
 GPU = "nvidia.com/gpu"
 EDITED = "example.com/gpu"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.deb_helpers import Timer, apt, build_deb_once, capacity, log, prepare_box, prop, wait
+from tests.system.deb_helpers import Timer, apt, build_deb_once, capacity, log, prebuilt, prepare_box, prop, wait
 from tests.system.nspawn import Box, missing_host_requirements
 from tests.system.plugin import release_image
 from tests.system.repo_helpers import add_repo, build_repo, gnupg_home, publish
@@ -38,8 +38,10 @@ def test_a_bookworm_node_dist_upgraded_to_trixie_ends_with_the_trixie_build_regi
     why = missing_host_requirements()
     if why:
         pytest.skip("needs a host that can build packages and run systemd-nspawn: " + "; ".join(why))
-    old = build_deb_once(tmp_path_factory.mktemp("dist-bookworm"), release="bookworm")
-    new = build_deb_once(tmp_path_factory.mktemp("dist-trixie"), release="trixie")
+    old = prebuilt("NVDP_TEST_DEB", "bookworm") or build_deb_once(
+        tmp_path_factory.mktemp("dist-bookworm"), release="bookworm")
+    new = prebuilt("NVDP_TEST_DEB", "trixie") or build_deb_once(
+        tmp_path_factory.mktemp("dist-trixie"), release="trixie")
     repo = tmp_path / "apt"
     with gnupg_home(tmp_path) as gnupghome:
         build_repo(repo, gnupghome, old.path, new.path)
