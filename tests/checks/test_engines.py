@@ -133,3 +133,49 @@ def test_a_containerd_import_that_does_not_exist_is_only_noted(host):
         host.path("/etc/containerd/config.toml").read_text().replace("version = 2", 'version = 2\nimports = ["extra.toml"]'))
     _, result = _check(host, "containerd")
     assert result.status is Status.OK and _says(result, "/etc/containerd/extra.toml does not exist")
+
+
+# Debian 13's containerd 1.7.24: its `containerd config default` and the file its package installs.
+TRIXIE_CDI_OFF_SET = "CDI: enable_cdi = false (set in /etc/containerd/config.toml), cdi_spec_dirs = /etc/cdi, /var/run/cdi"
+TRIXIE_CDI_OFF_BUILTIN = "CDI: enable_cdi = false (built-in default), cdi_spec_dirs = /etc/cdi, /var/run/cdi"
+
+
+def test_trixies_containerd_default_config_runs_runc_with_cdi_off(host):
+    _, result = _check(host, "containerd", "containerd-trixie-default")
+    assert result.status is Status.ERROR, result
+    assert _says(result, "no runtime runs nvidia-container-runtime"), result.evidence
+    assert _says(result, TRIXIE_CDI_OFF_SET), result.evidence
+
+
+def test_trixies_packaged_containerd_config_leaves_cdi_at_its_default_off(host):
+    _, result = _check(host, "containerd", "containerd-trixie-packaged")
+    assert _says(result, "no runtime runs nvidia-container-runtime"), result.evidence
+    assert _says(result, TRIXIE_CDI_OFF_BUILTIN), result.evidence
+
+
+def test_a_cdi_strategy_on_trixies_default_containerd_fails_because_cdi_is_off(host):
+    host.layer("containerd-trixie-default").binaries("containerd")
+    result = evaluate_engine(read_containerd(host.paths), explicit=False, needs_default=False)
+    assert result.status is Status.ERROR, result
+    assert _says(result, "CDI is off"), result.evidence
+    assert "enable_cdi = true" in result.fix
+
+
+def test_a_cdi_strategy_passes_once_enable_cdi_is_set_in_a_containerd_1_7_config(host):
+    host.layer("containerd-trixie-default").binaries("containerd")
+    text = (host.root / "etc/containerd/config.toml").read_text()
+    host.write("/etc/containerd/config.toml", text.replace("enable_cdi = false", "enable_cdi = true"))
+    result = evaluate_engine(read_containerd(host.paths), explicit=False, needs_default=False)
+    assert result.status is Status.OK, result
+    assert _says(result, "CDI: enable_cdi = true (set in /etc/containerd/config.toml)"), result.evidence
+
+
+def test_containerd_2_reads_enable_cdi_from_the_cri_runtime_plugin_table(host):
+    facts, _ = _check(host, "containerd", "containerd-v3-ok")
+    assert (facts.cdi_enabled, facts.cdi_from) == (True, "/etc/containerd/config.toml")
+
+
+def test_containerd_2_without_enable_cdi_has_cdi_on_by_its_built_in_default(host):
+    host.write("/etc/containerd/config.toml", "version = 3\n")
+    facts, _ = _check(host, "containerd")
+    assert (facts.cdi_enabled, facts.cdi_from, facts.cdi_spec_dirs) == (True, None, ("/etc/cdi", "/var/run/cdi"))

@@ -106,6 +106,10 @@ def wait(predicate: Callable[[], T], what: str, timeout: float = 30.0, interval:
 # ------------------------------------------------------------------ building
 
 
+#: The releases scripts/build-deb builds for, and the Python each one's venv links to.
+RELEASES: dict[str, str] = {"bookworm": "3.11", "trixie": "3.13"}
+
+
 @dataclass(frozen=True)
 class Built:
     path: Path
@@ -114,17 +118,45 @@ class Built:
     seconds: float
 
 
-def build_deb(out_dir: Path, *, version: str | None = None, git_ref: str | None = None, lint: bool = True) -> Built:
-    """Run scripts/build-deb; returns the .deb it made."""
+#: The version suffix scripts/build-deb gives each release's build.
+RELEASE_SUFFIX: dict[str, str] = {"bookworm": "~deb12u1", "trixie": "~deb13u1"}
+
+_BUILT: dict[tuple[object, ...], Built] = {}
+
+
+def prebuilt(var: str, release: str) -> Built | None:
+    """RELEASE's build (by its version suffix) among the packages the environment variable VAR
+    names (paths separated by ``:``), or None."""
+    for path in os.environ.get(var, "").split(os.pathsep):
+        if path and RELEASE_SUFFIX[release] in Path(path).name:
+            p = Path(path).resolve()
+            return Built(path=p, version=deb_field(p, "Version"), sha256=file_sha256(p), seconds=0.0)
+    return None
+
+
+def build_deb_once(out_dir: Path, *, release: str = "bookworm", version: str | None = None, lint: bool = True) -> Built:
+    """build_deb of the work tree, made once per pytest process for each (release, version, lint)."""
+    key = (release, version, lint)
+    built = _BUILT.get(key)
+    if built is None or not built.path.is_file():
+        built = _BUILT[key] = build_deb(out_dir, release=release, version=version, lint=lint)
+    return built
+
+
+def build_deb(
+    out_dir: Path, *, release: str = "bookworm", version: str | None = None, git_ref: str | None = None,
+    lint: bool = True,
+) -> Built:
+    """Run scripts/build-deb --release RELEASE; returns the .deb it made."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(BUILD_DEB), "--out-dir", str(out_dir)]
+    cmd = [str(BUILD_DEB), "--release", release, "--out-dir", str(out_dir)]
     if version:
         cmd += ["--version", version]
     if git_ref:
         cmd += ["--git-ref", git_ref]
     if not lint:
         cmd.append("--no-lint")
-    label = f"build-deb {version or 'changelog version'}{' @' + git_ref[:12] if git_ref else ''}{'' if lint else ' (no lint)'}"
+    label = f"build-deb {release} {version or 'changelog version'}{' @' + git_ref[:12] if git_ref else ''}{'' if lint else ' (no lint)'}"
     with Timer(label) as t:
         r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:

@@ -15,6 +15,7 @@ Environment:
     NVDP_SYSTEMBOX_HOME            cache and state directory (default /var/tmp/nvdp-systembox)
     NVDP_SYSTEMBOX_EXTRA_PACKAGES  extra Debian packages for the image (comma/space separated)
     NVDP_SYSTEMBOX_MIRROR          Debian mirror for mmdebstrap
+    NVDP_TEST_SLOW=1               also run the tests marked ``slow``
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ def _extra_packages() -> list[str]:
     return [p for p in re.split(r"[\s,]+", os.environ.get("NVDP_SYSTEMBOX_EXTRA_PACKAGES", "")) if p]
 
 
+def release_image(suite: str) -> Image:
+    """The session image's packages on Debian SUITE (``nvdp-system-trixie``, ...); not built yet.
+
+    systemd 257 (trixie) boots in this host's nspawn 252 with the same flags
+    as 252 (see README.md).
+    """
+    return Image(
+        SYSTEM_IMAGE_NAME if suite == "bookworm" else f"{SYSTEM_IMAGE_NAME}-{suite}",
+        suite=suite,
+        packages=SYSTEM_IMAGE_PACKAGES,
+        extra_packages=_extra_packages(),
+        mirror=os.environ.get("NVDP_SYSTEMBOX_MIRROR", DEFAULT_MIRROR),
+    )
+
+
 @pytest.fixture(scope="session")
 def system_image() -> Image:
     """The session's Debian bookworm image, built once with mmdebstrap and cached.
@@ -52,12 +68,7 @@ def system_image() -> Image:
         print(f"\n[systembox] SKIP: {reason}")
         pytest.skip(reason)
     Box.clean_stale()
-    image = Image(
-        SYSTEM_IMAGE_NAME,
-        packages=SYSTEM_IMAGE_PACKAGES,
-        extra_packages=_extra_packages(),
-        mirror=os.environ.get("NVDP_SYSTEMBOX_MIRROR", DEFAULT_MIRROR),
-    )
+    image = release_image("bookworm")
     image.ensure()
     return image
 
@@ -90,6 +101,16 @@ def system_box(system_image: Image, request: pytest.FixtureRequest) -> Iterator[
                 errors.append(f"{box.name}: {exc!r}")
         if errors:
             pytest.fail("could not stop boxes: " + "; ".join(errors), pytrace=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (a Debian dist-upgrade) run only with NVDP_TEST_SLOW=1."""
+    if os.environ.get("NVDP_TEST_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow (downloads a Debian release): run it with NVDP_TEST_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

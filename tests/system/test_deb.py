@@ -7,16 +7,20 @@
   scripts, byte-code or any trace of the build path; RECORDs that match the
   shipped files; the conffile, unit, man pages, Depends and Recommends.
 * Two builds of one commit are byte-identical.
-* The life cycle under a real systemd 252 booted in systemd-nspawn from a fresh
-  bookworm image (no network, so the dependencies must already be in it):
+* All of it for each release scripts/build-deb builds for (bookworm: python3.11,
+  systemd 252; trixie: python3.13, systemd 257), each with its own build.
+* The life cycle under a real systemd booted in systemd-nspawn from a fresh
+  image of the release (no network, so the dependencies must already be in it):
   ``apt-get install ./nvdp_*.deb`` → enabled, active, and the kubelet test peer
   (kubelet.service in the same box) shows capacity 8 from the mock NVML;
-  config edit + ``systemctl reload nvdp``; reboot; a python3.11 upgrade (the
+  config edit + ``systemctl reload nvdp``; reboot; a python3.X upgrade (the
   file trigger restarts nvdp); upgrade (edits kept, one restart); ``apt remove`` (stopped, config kept); ``apt purge`` (config gone,
   kubelet's checkpoint and another plugin's socket untouched).
 
 Set NVDP_TEST_DEB and NVDP_TEST_DEB_UPGRADE to prebuilt packages to skip the
-two builds (the upgrade package must have the higher version).
+two builds (the upgrade package must have the higher version); each may name
+several packages separated by ``:``, and a release uses the one whose version
+suffix names it (~deb12u1, ~deb13u1).
 """
 
 from __future__ import annotations
@@ -35,10 +39,13 @@ from tests.system.deb_helpers import (
     MOCK_DIR,
     PLUGIN_DIR,
     ROOT,
+    RELEASE_SUFFIX,
+    RELEASES,
     Built,
     Timer,
     apt,
     build_deb,
+    build_deb_once,
     capacity,
     changelog_version,
     data_members,
@@ -46,23 +53,27 @@ from tests.system.deb_helpers import (
     depends_names,
     dpkg_status,
     extract,
-    file_sha256,
     journal_cursor,
     journal_since,
     log,
     node_status,
+    prebuilt,
     prepare_box,
     prop,
     record_problems,
     wait,
 )
 from tests.system.nspawn import Image, missing_host_requirements
-from tests.system.plugin import SYSTEM_IMAGE_PACKAGES
+from tests.system.plugin import SYSTEM_IMAGE_PACKAGES, release_image
+
+# A first run makes each release's build root and image, and builds in fixtures (a minute or two each).
+pytestmark = pytest.mark.timeout(900)
 
 GPU = "nvidia.com/gpu"
 EDITED = "example.com/gpu"
 VENV = "usr/lib/nvdp"
-SITE = f"{VENV}/lib/python3.11/site-packages"
+#: Where each release's debhelper puts the units.
+UNIT_DIR = {"bookworm": "lib/systemd/system", "trixie": "usr/lib/systemd/system"}
 
 
 def _need_host() -> None:
@@ -71,28 +82,28 @@ def _need_host() -> None:
         pytest.skip("the .deb tests need a host that can build packages and run systemd-nspawn: " + "; ".join(why))
 
 
-def _prebuilt(var: str) -> Built | None:
-    path = os.environ.get(var)
-    if not path:
-        return None
-    p = Path(path).resolve()
-    return Built(path=p, version=deb_field(p, "Version"), sha256=file_sha256(p), seconds=0.0)
+@pytest.fixture(scope="module", params=list(RELEASES))
+def release(request: pytest.FixtureRequest) -> str:
+    """Each Debian release scripts/build-deb builds for."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """dist/nvdp_<changelog version>_amd64.deb as scripts/build-deb makes it (lintian on)."""
+def deb(tmp_path_factory: pytest.TempPathFactory, release: str) -> Built:
+    """dist/nvdp_<changelog version>~debNNu1_amd64.deb as scripts/build-deb --release makes it (lintian on)."""
     _need_host()
-    built = _prebuilt("NVDP_TEST_DEB") or build_deb(tmp_path_factory.mktemp("deb-v1"))
+    built = prebuilt("NVDP_TEST_DEB", release) or build_deb_once(
+        tmp_path_factory.mktemp(f"deb-{release}-v1"), release=release)
     log(f"package {built.path.name} {built.sha256}")
     return built
 
 
 @pytest.fixture(scope="module")
-def upgrade_deb(tmp_path_factory: pytest.TempPathFactory, deb: Built) -> Built:
+def upgrade_deb(tmp_path_factory: pytest.TempPathFactory, deb: Built, release: str) -> Built:
     """The same source built as a higher version."""
-    built = _prebuilt("NVDP_TEST_DEB_UPGRADE") or build_deb(
-        tmp_path_factory.mktemp("deb-v2"), version=f"{changelog_version()}+systest1", lint=False
+    built = prebuilt("NVDP_TEST_DEB_UPGRADE", release) or build_deb_once(
+        tmp_path_factory.mktemp(f"deb-{release}-v2"), release=release,
+        version=f"{changelog_version()}+systest1", lint=False,
     )
     assert subprocess.run(["dpkg", "--compare-versions", built.version, "gt", deb.version]).returncode == 0
     return built
@@ -147,12 +158,15 @@ def test_the_man_pages_cover_every_command_option_and_config_key():
 
 
 @pytest.mark.system
-def test_the_package_holds_a_clean_venv_and_its_parts(deb: Built, unpacked: Path):
+def test_the_package_holds_a_clean_venv_and_its_parts(deb: Built, unpacked: Path, release: str):
     root = unpacked
+    py = f"python{RELEASES[release]}"
+    site = f"{VENV}/lib/{py}/site-packages"
     assert deb.path.name == f"nvdp_{deb.version}_amd64.deb"
+    assert deb.version == changelog_version() + RELEASE_SUFFIX[release]
 
     # control: Depends names the interpreter the venv links to, Recommends the toolkit
-    assert "python3.11" in depends_names(deb.path)
+    assert py in depends_names(deb.path)
     assert deb_field(deb.path, "Recommends") == "nvidia-container-toolkit"
     assert deb_field(deb.path, "Architecture") == "amd64"
     assert (root / "DEBIAN/conffiles").read_text().split() == ["/etc/nvdp/config.toml"]
@@ -161,7 +175,7 @@ def test_the_package_holds_a_clean_venv_and_its_parts(deb: Built, unpacked: Path
     # the venv: nvdp on PATH, no pip/setuptools/activate/byte-code/direct_url.json
     assert os.readlink(root / "usr/sbin/nvdp") == "../lib/nvdp/bin/nvdp"
     assert (root / VENV / "bin/nvdp").read_text().startswith("#!/usr/lib/nvdp/bin/python\n")
-    assert os.readlink(root / VENV / "bin/python3.11") == "../../../bin/python3.11"
+    assert os.readlink(root / VENV / f"bin/{py}") == f"../../../bin/{py}"
     files = [p.relative_to(root) for p in root.rglob("*")]
     forbidden = [str(p) for p in files if p.suffix in (".pyc", ".pyo") or p.name in ("__pycache__", "direct_url.json")]
     forbidden += [
@@ -169,7 +183,7 @@ def test_the_package_holds_a_clean_venv_and_its_parts(deb: Built, unpacked: Path
         if name.startswith(("activate", "Activate", "pip", "easy_install", "wheel"))
     ]
     forbidden += [
-        name for name in os.listdir(root / SITE)
+        name for name in os.listdir(root / site)
         if re.fullmatch(r"(pip|setuptools|_distutils_hack|pkg_resources|wheel)(-.*\.dist-info)?|distutils-precedence\.pth", name)
     ]
     assert not forbidden, forbidden
@@ -181,18 +195,19 @@ def test_the_package_holds_a_clean_venv_and_its_parts(deb: Built, unpacked: Path
     assert not [p for p in files if (root / p).is_symlink() and BUILD_PATH in os.readlink(root / p)]
 
     # every shipped file of the venv is in a RECORD, with the right hash
-    assert record_problems(root / SITE) == []
-    assert [p.name for p in (root / SITE).glob("nvdp-*.dist-info")] == [f"nvdp-{__version__}.dist-info"]
+    assert record_problems(root / site) == []
+    assert [p.name for p in (root / site).glob("nvdp-*.dist-info")] == [f"nvdp-{__version__}.dist-info"]
 
     # modes and owners: root:root, nothing world-writable, no stray executables in lib/
     for m in data_members(deb.path):
         assert (m.uid, m.gid) == (0, 0), m.name
         assert m.issym() or not m.mode & 0o002, m.name
-        if m.isfile() and "/lib/python3.11/" in m.name:
+        if m.isfile() and f"/lib/{py}/" in m.name:
             assert not m.mode & 0o111 or m.name.endswith(".so"), m.name
 
     # unit, man pages, docs
-    unit = root / "lib/systemd/system/nvdp.service"
+    unit = root / UNIT_DIR[release] / "nvdp.service"
+    assert (root / UNIT_DIR[release] / "nvdp-mps@.service").is_file()
     assert unit.read_bytes() == (ROOT / "packaging/systemd/nvdp.service").read_bytes()
     assert (root / "usr/share/man/man8/nvdp.8.gz").is_file()
     assert (root / "usr/share/man/man5/nvdp.toml.5.gz").is_file()
@@ -213,12 +228,12 @@ def test_the_package_holds_a_clean_venv_and_its_parts(deb: Built, unpacked: Path
 
 
 @pytest.mark.system
-def test_two_builds_of_one_commit_are_byte_identical(tmp_path: Path):
+def test_two_builds_of_one_commit_are_byte_identical(tmp_path: Path, release: str):
     _need_host()
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
     commit = head.stdout.strip()
-    first = build_deb(tmp_path / "a", git_ref=commit, lint=False)
-    second = build_deb(tmp_path / "b", git_ref=commit, lint=False)
+    first = build_deb(tmp_path / "a", release=release, git_ref=commit, lint=False)
+    second = build_deb(tmp_path / "b", release=release, git_ref=commit, lint=False)
     log(f"commit {commit[:12]}: {first.sha256} / {second.sha256}")
     assert first.path.name == second.path.name
     assert first.sha256 == second.sha256
@@ -228,12 +243,13 @@ def test_two_builds_of_one_commit_are_byte_identical(tmp_path: Path):
 
 
 @pytest.fixture
-def deb_box(system_image: Image, system_box, deb: Built, upgrade_deb: Built):
-    """A booted box whose image has every Depends of the package, prepared for it."""
+def deb_box(system_image: Image, system_box, deb: Built, upgrade_deb: Built, release: str):
+    """A booted box of the release whose image has every Depends of the package, prepared for it."""
     from tests.mock_nvml.build import build as build_mock_nvml
     from tests.mock_nvml.environment import profile_path
 
-    image = system_image
+    image = system_image if release == "bookworm" else release_image(release)
+    image.ensure()
     probe = system_box(image=image)
     depends = sorted(set(depends_names(deb.path)) | set(depends_names(upgrade_deb.path)))
     present = probe.exec(["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n", *depends], check=False).stdout
@@ -242,7 +258,7 @@ def deb_box(system_image: Image, system_box, deb: Built, upgrade_deb: Built):
     probe.stop()
     if missing:
         log(f"baking the missing Depends into an image: {missing}")
-        image = Image("nvdp-deb", packages=SYSTEM_IMAGE_PACKAGES, extra_packages=missing)
+        image = Image(f"nvdp-deb-{release}", suite=release, packages=SYSTEM_IMAGE_PACKAGES, extra_packages=missing)
         image.ensure()
     box = system_box(image=image)
     prepare_box(box, build_mock_nvml(), profile_path("h100-sxm-8"))
@@ -260,8 +276,9 @@ def _edit_resource_name(box, name: str) -> str:
 
 
 @pytest.mark.system
-def test_install_reload_reboot_upgrade_remove_purge(deb_box, deb: Built, upgrade_deb: Built):
+def test_install_reload_reboot_upgrade_remove_purge(deb_box, deb: Built, upgrade_deb: Built, release: str):
     box = deb_box
+    py = f"python{RELEASES[release]}"
 
     # -- install, offline, from the file ------------------------------------------------
     # kubelet has run on this node before (it made its device-plugin directory); the peer
@@ -304,10 +321,10 @@ def test_install_reload_reboot_upgrade_remove_purge(deb_box, deb: Built, upgrade
         wait(lambda: "registered with kubelet" in prop(box, "StatusText"), "the registered status")
     assert box.systemctl("is-enabled", "nvdp.service").stdout.strip() == "enabled"
 
-    # -- python3.11 upgraded (its file trigger): a running nvdp is restarted ---------------------
+    # -- the release's python3.X upgraded (its file trigger): a running nvdp is restarted ---------
     pid = prop(box, "MainPID")
-    with Timer("python3.11 trigger, restarted and registered"):
-        box.exec(["dpkg-trigger", "--no-await", "/usr/bin/python3.11"])
+    with Timer(f"{py} trigger, restarted and registered"):
+        box.exec(["dpkg-trigger", "--no-await", f"/usr/bin/{py}"])
         out = box.exec(["dpkg", "--triggers-only", "--pending"]).stdout
         wait(lambda: prop(box, "MainPID") not in (pid, "0") and prop(box, "ActiveState") == "active", "a new nvdp")
         wait(lambda: capacity(box, EDITED) == (8, 8), f"{EDITED} registered after the restart")
@@ -388,3 +405,16 @@ def test_install_on_a_node_where_kubelet_never_ran_starts_nvdp(deb_box, deb: Bui
     apt(box, "install", f"/root/{deb.path.name}")
     wait(lambda: prop(box, "ActiveState") == "active", "nvdp active", timeout=10)
     assert box.exists(PLUGIN_DIR)
+
+
+@pytest.mark.system
+def test_the_installed_unit_verifies_cleanly_and_scores_at_most_2_0_on_the_release(deb_box, deb: Built, release: str):
+    box = deb_box
+    apt(box, "install", f"/root/{deb.path.name}")
+    systemd = box.exec(["systemctl", "--version"]).stdout.split()[1]
+    verify = box.exec(["systemd-analyze", "verify", "--man=no", "nvdp.service"], check=False)
+    assert verify.stdout + verify.stderr == "", f"systemd {systemd}:\n{verify.stdout}{verify.stderr}"
+    security = box.exec(["systemd-analyze", "security", "--no-pager", "nvdp.service"], check=False).stdout
+    score = float(re.search(r"Overall exposure level for nvdp.service: ([0-9.]+)", security).group(1))
+    log(f"{release} (systemd {systemd}): systemd-analyze security nvdp.service: {score}")
+    assert score <= 2.0, security

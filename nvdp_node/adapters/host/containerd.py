@@ -9,6 +9,12 @@ layouts; the CRI runtime settings live under a different plugin id in each:
 
 ``imports`` (drop-in files, e.g. /etc/containerd/conf.d/*.toml) are merged
 over the main file in order, as containerd does.
+
+CDI (``enable_cdi``, ``cdi_spec_dirs``) sits in the CRI plugin's own table:
+``plugins."io.containerd.grpc.v1.cri"`` in layout 2 (containerd 1.7, e.g.
+Debian 13's 1.7.24, where it is off by default) and
+``plugins."io.containerd.cri.v1.runtime"`` in layout 3 (containerd 2.x, on by
+default).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ CRI_PLUGIN = {1: "cri", 2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1
 # Names under which disabled_plugins switches the CRI service off, per layout.
 CRI_SERVICE_IDS = {1: {"cri"}, 2: {"cri", "io.containerd.grpc.v1.cri"},
                    3: {"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"}}
+# `containerd config default` of 1.7 (layouts 1, 2) and 2.x (layout 3).
+CDI_DEFAULT_ENABLED = {1: False, 2: False, 3: True}
+CDI_DEFAULT_DIRS = ("/etc/cdi", "/var/run/cdi")
 
 
 def read_containerd(paths: HostRoot) -> EngineFacts:
@@ -67,10 +76,18 @@ def containerd_facts(
         path = lookup(table, (name, "options", "BinaryName"), str, file=file, problems=problems,
                       prefix=f"{prefix}.runtimes")
         runtimes[name] = Runtime(name, path, path is not None and locate(path) is not None)
+    cdi_keys = ("plugins", CRI_PLUGIN[version])
+    cdi_prefix = toml_key(cdi_keys)
+    cri_table = lookup(data, cdi_keys, dict, file=file, problems=problems) or {}
+    enabled = lookup(cri_table, ("enable_cdi",), bool, file=file, problems=problems, prefix=cdi_prefix)
+    dirs = lookup(cri_table, ("cdi_spec_dirs",), list, file=file, problems=problems, prefix=cdi_prefix)
     return EngineFacts(
         "containerd", binary, files, tuple(problems),
         default_runtime=default, default_from=file if default else None, builtin_default="runc",
         runtimes=runtimes, cri_disabled=bool(CRI_SERVICE_IDS[version] & {str(p) for p in disabled}),
+        cdi_enabled=CDI_DEFAULT_ENABLED[version] if enabled is None else enabled,
+        cdi_from=None if enabled is None else file,
+        cdi_spec_dirs=CDI_DEFAULT_DIRS if dirs is None else tuple(str(d) for d in dirs),
     )
 
 

@@ -42,6 +42,11 @@ class EngineFacts:
     builtin_default: str = "runc"
     runtimes: Mapping[str, Runtime] = field(default_factory=dict)
     cri_disabled: bool = False
+    #: containerd's CRI CDI settings (None: not an engine with them): enable_cdi, where it was
+    #: set (None: the built-in default), and cdi_spec_dirs.
+    cdi_enabled: bool | None = None
+    cdi_from: str | None = None
+    cdi_spec_dirs: tuple[str, ...] = ()
 
 
 # engine: (display name, daemon binary, config file(s), restart command)
@@ -76,6 +81,10 @@ def evaluate_engine(facts: EngineFacts, *, explicit: bool, needs_default: bool =
         return CheckResult(check_id, title, Status.ERROR, tuple(str(p) for p in broken),
                            f"repair the file ({name} will not start with it), then `{restart}`")
     evidence = [str(p) for p in facts.problems] + [f"{facts.binary} found"]
+    if facts.cdi_enabled is not None:
+        set_in = f"set in {facts.cdi_from}" if facts.cdi_from else "built-in default"
+        evidence.append(f"CDI: enable_cdi = {str(facts.cdi_enabled).lower()} ({set_in}), "
+                        f"cdi_spec_dirs = {', '.join(facts.cdi_spec_dirs) or '(none)'}")
     default = facts.default_runtime or facts.builtin_default
     origin = f" (set in {facts.default_from})" if facts.default_from else " (built-in default)"
     nvidia = [r for r in facts.runtimes.values() if r.is_nvidia]
@@ -87,6 +96,10 @@ def evaluate_engine(facts: EngineFacts, *, explicit: bool, needs_default: bool =
                                "install nvidia-container-toolkit (it provides nvidia-container-runtime)")
         return CheckResult(check_id, title, Status.OK,
                            (*evidence, f"default runtime {default!r}{origin} runs {chosen.binary}"))
+    if not needs_default and facts.cdi_enabled is False:
+        return CheckResult(check_id, title, Status.ERROR,
+                           (*evidence, "a cdi-* strategy needs the engine to resolve CDI names, and CDI is off"),
+                           f"set enable_cdi = true in the CRI plugin's table of {config}, then `{restart}`")
     if not needs_default:
         return CheckResult(check_id, title, Status.OK,
                            (*evidence, f"default runtime {default!r}{origin}",
