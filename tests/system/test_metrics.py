@@ -13,7 +13,6 @@ Set NVDP_TEST_DEB to a prebuilt package to skip the build.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -24,12 +23,11 @@ from tests.system.deb_helpers import (
     ROOT,
     Built,
     apt,
-    build_deb,
+    build_deb_once,
     capacity,
-    deb_field,
     depends_names,
-    file_sha256,
     log,
+    prebuilt,
     prepare_box,
     prop,
     wait,
@@ -55,10 +53,8 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Built:
     why = missing_host_requirements()
     if why:
         pytest.skip("needs a host that can build packages and run systemd-nspawn: " + "; ".join(why))
-    if os.environ.get("NVDP_TEST_DEB"):
-        path = Path(os.environ["NVDP_TEST_DEB"]).resolve()
-        return Built(path=path, version=deb_field(path, "Version"), sha256=file_sha256(path), seconds=0.0)
-    return build_deb(tmp_path_factory.mktemp("deb"), lint=False)
+    # the same bookworm build test_deb.py and test_apt_repo.py use: one build per pytest run
+    return prebuilt("NVDP_TEST_DEB", "bookworm") or build_deb_once(tmp_path_factory.mktemp("deb"), release="bookworm")
 
 
 @pytest.fixture
