@@ -2,7 +2,8 @@
 
 Called (on a thread) by the publisher (``nvdp_node.app.publish``) for the
 metrics textfile node_exporter scrapes, the NFD features file and
-``/run/nvdp/state.json`` that ``nvdp status`` reads. A reader must never see
+``/run/nvdp/state.json`` that ``nvdp status`` reads; by the CDI spec writer
+(``cdi_writer.py``) and for the nvdp-mps@ units' environment files (``mps.py``). A reader must never see
 half a file, so each is written to a temporary name in the same directory,
 flushed, given its mode (the unit's ``UMask=0077`` would leave it unreadable
 for node_exporter's user) and renamed over the old one.
@@ -23,6 +24,7 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
             out.write(text)
             out.flush()
             os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())  # after a crash: the old file or the new one, never an empty one
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from nvdp_node.adapters.atomic_file import write_atomic
 from nvdp_node.domain.cdi_spec import SPEC_FILE_NAME
 
 SPEC_MODE = 0o644
@@ -49,21 +49,7 @@ def write_spec(spec_dir: Path, spec: dict[str, object]) -> tuple[Path, bool]:
 
 def write_spec_file(path: Path, spec: dict[str, object]) -> Path:
     """Write ``spec`` as ``path`` by temporary file and rename (``nvdp cdi generate --output FILE`` too)."""
-    text = spec_json(spec)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, SPEC_MODE)
-        os.rename(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, spec_json(spec), mode=SPEC_MODE)
     return path
 
 

@@ -26,6 +26,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from nvdp_node.adapters.atomic_file import write_atomic
 from nvdp_node.domain.allocation import DEFAULT_MPS_ROOT, MPS_LOG_ENV, MPS_PIPE_ENV, MpsAllocation
 from nvdp_node.domain.devices import Gpu
 from nvdp_node.domain.errors import TemporaryError
@@ -203,14 +204,10 @@ class MpsControl:
         return "\n".join(lines) + "\n"
 
     def _write(self, path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            tmp.write_text(text, encoding="utf-8")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            write_atomic(path, text, mode=0o644)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             raise MpsUnitError(f"cannot write {path}: {err}", delay=RETRY_DELAY) from err
 
     # ------------------------------------------------------------ systemctl
