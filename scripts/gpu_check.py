@@ -85,10 +85,10 @@ def step_links(r: Report) -> None:
 
     r.say("\n## 2. Link table vs nvidia-smi topo -m")
     t = time.perf_counter()
-    nvml.discover(links=False)
+    nvml.discover()
     t_bare = time.perf_counter() - t
     t = time.perf_counter()
-    inventory = nvml.discover()
+    inventory = nvml.discover(links=True)
     t_links = time.perf_counter() - t
     scan = time_link_scan(inventory)
     r.say(f"discovery {t_bare * 1e3:.1f} ms without the link table, {t_links * 1e3:.1f} ms with it; "

@@ -81,12 +81,13 @@ def nvml_session() -> Iterator[None]:
             log.warning("nvmlShutdown failed: %s", err)
 
 
-def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None, links: bool = True) -> NodeInventory:
+def discover(*, sysfs_root: Path | None = None, host: HostRoot | None = None, links: bool = False) -> NodeInventory:
     """Enumerate the node's GPUs in NVML index order; raises only for node-wide NVML failures.
 
     ``host`` says where /proc (MIG capabilities) and, unless ``sysfs_root``
-    is given, /sys are; the default is the real host. ``links=False`` skips
-    the link table (the driver host check needs none).
+    is given, /sys are; the default is the real host. ``links=True`` also
+    reads the link table, an NVLink scan that takes seconds on some nodes
+    (``nvdp serve`` reads it on a thread once serving, app/link_reader.py).
     """
     host = HostRoot() if host is None else host
     sysfs_root = host.at(host.sysfs_dir) if sysfs_root is None else sysfs_root

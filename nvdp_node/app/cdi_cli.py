@@ -58,7 +58,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     host = HostRoot(sysfs_dir=str(args.sysfs_root), dev_dir=str(args.dev_root), proc_dir=str(args.proc_root))
     settings = ServeSettings.from_config(config, host, MpsHost())  # MPS units play no part in the spec
     try:
-        inventory = nvml.discover(host=host, links=False)  # the spec needs no NVLink scan
+        inventory = nvml.discover(host=host)
     except PermanentError as err:
         print(f"nvdp: {err}", file=sys.stderr)
         return err.exit_code

@@ -48,7 +48,7 @@ Discover = Callable[[ServeSettings], NodeInventory]
 
 
 def nvml_discover(settings: ServeSettings) -> NodeInventory:
-    return nvml.discover(host=settings.host, links=False)  # LinkReader reads them once serving
+    return nvml.discover(host=settings.host)  # LinkReader reads the links once serving
 
 
 class Supervisor:

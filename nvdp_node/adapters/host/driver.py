@@ -39,7 +39,7 @@ def read_driver(paths: HostRoot, *, discover: Discover | None = None) -> DriverF
     """
     if discover is None:
         def discover() -> NodeInventory:
-            return nvml.discover(sysfs_root=paths.at(paths.sysfs_dir), links=False)
+            return nvml.discover(sysfs_root=paths.at(paths.sysfs_dir))
     failure, message, version, minors = None, "", None, ()
     try:
         inventory = discover()
