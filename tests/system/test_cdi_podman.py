@@ -131,7 +131,9 @@ def test_nvdp_service_writes_the_spec_in_its_sandbox_and_podman_injects_from_it(
     box.write_file("/etc/systemd/system/nvdp.service.d/mock-nvml.conf",
                    f"[Service]\nEnvironment=LD_LIBRARY_PATH={MOCK} MOCK_NVML_CONFIG={MOCK}/node.json\n")
     box.systemctl("daemon-reload")
-    box.systemctl("start", "nvdp.service")  # Type=notify: returns once serving, after the spec was written
+    started = box.systemctl("start", "nvdp.service", check=False)  # Type=notify: returns once serving
+    assert started.returncode == 0, "nvdp.service did not start:\n" + box.exec(
+        ["journalctl", "--no-pager", "-o", "cat", "-u", "nvdp.service"], check=False).stdout[-4000:]
     spec_path = "/run/cdi/k8s.device-plugin.nvidia.com-gpu.json"
     modes = box.exec(["stat", "-c", "%a %U", "/run/cdi", spec_path]).stdout.split()
     assert modes == ["755", "root", "644", "root"], box.journal("nvdp.service")
