@@ -129,7 +129,10 @@ def test_nvdp_service_writes_the_spec_in_its_sandbox_and_podman_injects_from_it(
     # to it, and the spec readable by everyone.
     box.write_file("/lib/systemd/system/nvdp.service", (ROOT / "packaging/systemd/nvdp.service").read_text())
     box.write_file("/etc/systemd/system/nvdp.service.d/mock-nvml.conf",
-                   f"[Service]\nEnvironment=LD_LIBRARY_PATH={MOCK} MOCK_NVML_CONFIG={MOCK}/node.json\n")
+                   f"[Service]\nEnvironment=LD_LIBRARY_PATH={MOCK} MOCK_NVML_CONFIG={MOCK}/node.json\n"
+                   # /usr/lib/nvdp links to the checkout's .venv, which PrivateTmp= hides when the
+                   # checkout is under /tmp (as CI's clone may be)
+                   f"BindReadOnlyPaths={ROOT}\n")
     box.systemctl("daemon-reload")
     started = box.systemctl("start", "nvdp.service", check=False)  # Type=notify: returns once serving
     assert started.returncode == 0, "nvdp.service did not start:\n" + box.exec(
