@@ -13,6 +13,12 @@ written to its own file and summed up in ``report.md``:
    GetPreferredAllocation at every size over the plugin socket;
 4. ``nvdp cdi generate``, if this nvdp has that command.
 
+The output directory gets three files, ``report.md``, ``summary.json`` and
+``details.txt`` (every raw output, one section each), to stay within the
+device tool's limits on what comes back (8 files, 16 MiB each). ``nvdp`` is
+``.venv/bin/nvdp`` where that exists, else ``python -m nvdp_node`` with this
+Python (the offline wheels of ``scripts/gpu_wheels.py`` on ``PYTHONPATH``).
+
 It never changes GPU settings: the only nvidia-smi call is ``topo -m``, and
 nvdp itself only reads NVML.
 """
@@ -37,11 +43,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+DETAIL_CAP = 2 * 2**20  # bytes kept of each raw file in details.txt (the tail, where errors are)
+
+
 class Report:
-    """``report.md`` plus ``summary.json`` in the output directory."""
+    """``report.md``, ``summary.json`` and ``details.txt`` in the output directory; raw files in ``raw`` meanwhile."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
+        self.raw = Path(tempfile.mkdtemp(prefix="nvdp-gpu-check-raw-", dir="/tmp"))
         self.lines: list[str] = []
         self.summary: dict[str, Any] = {}
 
@@ -50,22 +60,46 @@ class Report:
         self.lines.append(line)
 
     def file(self, name: str, text: str) -> Path:
-        path = self.out / name
+        path = self.raw / name
         path.write_text(text)
         return path
 
     def close(self) -> None:
-        self.file("report.md", "\n".join(self.lines) + "\n")
-        self.file("summary.json", json.dumps(self.summary, indent=2) + "\n")
+        (self.out / "report.md").write_text("\n".join(self.lines) + "\n")
+        (self.out / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+        with (self.out / "details.txt").open("w") as details:
+            for path in sorted(self.raw.iterdir()):
+                data = path.read_bytes()
+                cut = f" (last {DETAIL_CAP} of {len(data)} bytes)" if len(data) > DETAIL_CAP else ""
+                details.write(f"===== {path.name}{cut} =====\n")
+                details.write(data[-DETAIL_CAP:].decode(errors="replace").rstrip("\n") + "\n\n")
+        shutil.rmtree(self.raw, ignore_errors=True)
 
 
 def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or child_env(), cwd=ROOT)
 
 
-def step_devices(r: Report, nvdp: str, config: Path) -> None:
+def nvdp_command() -> list[str]:
+    """The ``nvdp`` entry point of this virtualenv (``.venv``), else this checkout's package run as a module.
+
+    Outside a virtualenv ``/usr/bin/nvdp`` would be an installed package, not this checkout.
+    """
+    script = Path(sys.executable).parent / "nvdp"
+    if sys.prefix != sys.base_prefix and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "nvdp_node"]
+
+
+def child_env() -> dict[str, str]:
+    """This environment with the repository first on ``PYTHONPATH``, keeping whatever was there (the wheels)."""
+    path = os.pathsep.join(x for x in (str(ROOT), os.environ.get("PYTHONPATH", "")) if x)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def step_devices(r: Report, nvdp: list[str], config: Path) -> None:
     r.say("## 1. nvdp devices --json")
-    p = run([nvdp, "--config", str(config), "devices", "--json"], 60)
+    p = run([*nvdp, "--config", str(config), "devices", "--json"], 60)
     r.file("devices.json", p.stdout)
     r.file("devices.stderr", p.stderr)
     r.summary["devices_rc"] = p.returncode
@@ -76,7 +110,7 @@ def step_devices(r: Report, nvdp: str, config: Path) -> None:
               + ", ".join(f"{g.get('index')}:{g.get('name')}" for g in gpus))
         r.summary["gpus"] = len(gpus)
     except ValueError:
-        r.say(f"exit {p.returncode}; no JSON (see devices.stderr): {p.stderr.strip()[:300]}")
+        r.say(f"exit {p.returncode}; no JSON (see devices.stderr in details.txt): {p.stderr.strip()[:300]}")
 
 
 def step_links(r: Report) -> None:
@@ -117,7 +151,7 @@ def step_links(r: Report) -> None:
     same = len(theirs) == len(cells) and not diffs
     r.say("nvidia-smi topo -m agrees on every pair" if same else
           f"{len(diffs)} pair(s) differ (NVSwitch nodes: nvidia-smi prints NV<n>, nvdp and upstream count no "
-          f"GPU-to-GPU link), see topo-compare.txt; nvidia-smi rows {len(theirs)}, nvdp {len(cells)}")
+          f"GPU-to-GPU link), see topo-compare.txt in details.txt; nvidia-smi rows {len(theirs)}, nvdp {len(cells)}")
     r.summary["topo_compare"] = "same" if same else f"{len(diffs)} differ"
 
 
@@ -165,24 +199,24 @@ def rss_kib(pid: int) -> int:
                 if x.startswith("VmRSS"))
 
 
-def step_serve(r: Report, nvdp: str, config: Path, seconds: float) -> None:
+def step_serve(r: Report, nvdp: list[str], config: Path, seconds: float) -> None:
     r.say(f"\n## 3. nvdp serve against the kubelet stand-in for {seconds:g} s")
     work = Path(tempfile.mkdtemp(prefix="nvdp-gpu-check-", dir="/tmp"))
     plugin_dir = work / "device-plugins"
     plugin_dir.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    peer_log, serve_log = (r.out / "kubelet-peer.log").open("w"), (r.out / "serve.log").open("w")
+    env = child_env()
+    peer_log, serve_log = (r.raw / "kubelet-peer.log").open("w"), (r.raw / "serve.log").open("w")
     peer = subprocess.Popen([sys.executable, "-m", "tests.kubelet_peer", "--dir", str(plugin_dir),
-                             "--status-file", str(r.out / "kubelet-status.json")],
+                             "--status-file", str(r.raw / "kubelet-status.json")],
                             stdout=peer_log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     serve = None
     try:
         wait_for(lambda: (plugin_dir / "kubelet.sock").exists(), 10)
         t0 = time.monotonic()
-        serve = subprocess.Popen([nvdp, "--config", str(config), "serve", "--socket-dir", str(plugin_dir),
+        serve = subprocess.Popen([*nvdp, "--config", str(config), "serve", "--socket-dir", str(plugin_dir),
                                   "--kubelet-socket", str(plugin_dir / "kubelet.sock"), "--pod-resources-socket", ""],
                                  stdout=serve_log, stderr=subprocess.STDOUT, env=env)
-        registered = wait_for(lambda: "registered " in (r.out / "kubelet-peer.log").read_text(), 30)
+        registered = wait_for(lambda: "registered " in (r.raw / "kubelet-peer.log").read_text(), 30)
         t_reg = time.monotonic() - t0
         r.say(f"start → registered: {t_reg * 1e3:.0f} ms" if registered else "not registered within 30 s")
         r.summary["registered"] = registered
@@ -200,7 +234,7 @@ def step_serve(r: Report, nvdp: str, config: Path, seconds: float) -> None:
         r.say(f"idle over {wall:.0f} s: CPU {cpu:.2f} s = {idle['cpu_pct']} % of a core; "
               f"{wakeups} context switches ({idle['wakeups_per_s']}/s) over {after['threads']} threads; "
               f"RSS {idle['rss_mib']} MiB")
-        log = [x for x in (r.out / "serve.log").read_text().splitlines() if "effective configuration" not in x]
+        log = [x for x in (r.raw / "serve.log").read_text().splitlines() if "effective configuration" not in x]
         scans = [x for x in log if "read the links of" in x]
         r.say("serve's own link scan (on a thread once serving): " + (scans[0] if scans else "not logged"))
         r.summary["serve_link_scan"] = scans[0] if scans else None
@@ -208,7 +242,7 @@ def step_serve(r: Report, nvdp: str, config: Path, seconds: float) -> None:
         r.say("health worker lines in serve.log (none: events registered without complaint): "
               + ("; ".join(events[:5]) if events else "none"))
         r.summary["health_log"] = events[:20]
-        status = r.out / "kubelet-status.json"
+        status = r.raw / "kubelet-status.json"
         serving = json.loads(status.read_text()) if status.exists() else {}
         r.file("kubelet-status-serving.json", json.dumps(serving, indent=1) + "\n")
         r.summary["node_status"] = {k: {"allocatable": v.get("allocatable"), "capacity": v.get("capacity")}
@@ -238,7 +272,7 @@ def preferred_at_every_size(r: Report, plugin_dir: Path) -> None:
     if not sockets:
         r.say("no plugin socket: GetPreferredAllocation skipped")
         return
-    ids = [d["id"] for d in json.loads((r.out / "devices.json").read_text() or "{}").get("resources", {})
+    ids = [d["id"] for d in json.loads((r.raw / "devices.json").read_text() or "{}").get("resources", {})
            .get("nvidia.com/gpu", [])]
     answers = []
     with grpc.insecure_channel(f"unix://{sockets[0]}") as channel:
@@ -260,21 +294,21 @@ def preferred_at_every_size(r: Report, plugin_dir: Path) -> None:
           + ", ".join(f"{a['size']}: {a['p50_ms']}/{a['max_ms']}" for a in answers))
 
 
-def step_cdi(r: Report, nvdp: str, config: Path) -> None:
+def step_cdi(r: Report, nvdp: list[str], config: Path) -> None:
     r.say("\n## 4. nvdp cdi generate")
-    probe = run([nvdp, "cdi", "generate", "--help"], 30)
+    probe = run([*nvdp, "cdi", "generate", "--help"], 30)
     if probe.returncode != 0:
         r.say("this nvdp has no `cdi generate` command: skipped")
         r.summary["cdi"] = "absent"
         return
-    cmd = [nvdp, "--config", str(config), "cdi", "generate"]
+    cmd = [*nvdp, "--config", str(config), "cdi", "generate"]
     if "--output" in probe.stdout:  # never write into /etc/cdi or /var/run/cdi from a check
-        cmd += ["--output", str(r.out / "cdi.yaml")]
+        cmd += ["--output", str(r.raw / "cdi.yaml")]
     p = run(cmd, 60)
     r.file("cdi.stdout", p.stdout)
     r.file("cdi.stderr", p.stderr)
     r.summary["cdi"] = p.returncode
-    r.say(f"exit {p.returncode}; output in cdi.yaml / cdi.stdout")
+    r.say(f"exit {p.returncode}; output in details.txt (cdi.yaml, cdi.stdout)")
 
 
 def wait_for(ready: Any, timeout: float) -> bool:
@@ -293,12 +327,11 @@ def main() -> int:
                         help="output directory (default: $OUT, else ./gpu-check-<time>)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    nvdp = str(Path(sys.executable).parent / "nvdp")
-    config = args.out / "nvdp.toml"
-    config.write_text("# gpu-check: the defaults, whatever /etc/nvdp holds\n")
+    nvdp = nvdp_command()
     r = Report(args.out)
+    config = r.file("nvdp.toml", "# gpu-check: the defaults, whatever /etc/nvdp holds\n")
     r.say(f"# nvdp gpu-check, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {platform.node()}, {platform.platform()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, nvdp as `{' '.join(nvdp)}`")
     started = time.monotonic()
     failed = []
     try:
