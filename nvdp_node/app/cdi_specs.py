@@ -102,8 +102,8 @@ class CdiSpecs:
                       states: Iterable[DeviceState]) -> bool:
         """The periodic check: rewrite the spec of the running ``states`` if the driver changed under it
         or the last write failed; True if what Allocate may name changed (the supervisor shows the new STATUS)."""
-        if not settings.policy.uses_cdi:
-            return False
+        if not settings.policy.uses_cdi or (self._made_from is None and self.problem is None):
+            return False  # no CDI, or no plan applied yet: the first apply writes the spec
         version = inventory.driver_version
         now = (version, await in_thread(lambda: driver_fingerprint(settings.cdi.roots), name="cdi-check"))
         made_from = self._made_from
