@@ -7,6 +7,12 @@ files are found and the spec written on a thread, then every resource's
 ``AllocationPolicy`` gets the device names of the spec actually written. If
 writing failed, the policies get no names and the reason, so Allocate refuses
 CDI requests with that reason instead of naming devices no spec declares.
+Between those, the supervisor's periodic check (``plugin.mig_check_interval``)
+calls :meth:`CdiSpecs.refresh`: when the driver's fingerprint (NVML's version,
+the ld cache's identity, the kernel module's version) differs from the one
+the written spec was made from, or the last write failed, the spec of the
+running resources is rewritten and their policies updated in place (no
+re-registration: the devices are the same).
 Without a ``cdi-*`` strategy nvdp's own spec file is removed (never another
 vendor's). ``nvdp cdi generate`` (``app/cdi_cli.py``) uses :func:`build_spec`.
 """
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nvdp_node.adapters.cdi_writer import remove_spec, write_spec
+from nvdp_node.adapters.host.driver_fingerprint import DriverFingerprint, driver_fingerprint
 from nvdp_node.adapters.host.driver_files import DriverRoots, find_driver_files
 from nvdp_node.app.threads import in_thread
 from nvdp_node.domain.cdi_spec import SPEC_FILE_NAME, DriverFiles, cdi_devices, device_name_problem, \
@@ -27,6 +34,7 @@ from nvdp_node.domain.cdi_spec import SPEC_FILE_NAME, DriverFiles, cdi_devices, 
 from nvdp_node.domain.devices import Device, NodeInventory
 
 if TYPE_CHECKING:
+    from nvdp_node.adapters.servicer import DeviceState
     from nvdp_node.app.resource_plugin import Planned
     from nvdp_node.app.settings import ServeSettings
 
@@ -71,11 +79,12 @@ def build_spec(cdi: CdiSettings, devices: Iterable[Device], id_strategy: str, dr
 
 
 class CdiSpecs:
-    """The spec nvdp last wrote (its device names), or why there is none."""
+    """The spec nvdp last wrote (its device names) and the driver it was made from, or why there is none."""
 
     def __init__(self) -> None:
         self.names: frozenset[str] | None = None
         self.problem: str | None = None
+        self._made_from: tuple[str, DriverFingerprint] | None = None  # None: nothing written (or it failed)
 
     async def apply(self, settings: ServeSettings, inventory: NodeInventory, planned: Planned) -> Planned:
         """Write the spec for ``planned`` (or remove ours) and return ``planned`` with CDI-aware policies."""
@@ -83,26 +92,54 @@ class CdiSpecs:
         if not settings.policy.uses_cdi:
             if await in_thread(lambda: remove_spec(cdi.spec_dir), name="cdi-remove"):
                 log.info("no cdi-* strategy any more: removed %s", cdi.spec_dir / SPEC_FILE_NAME)
-            self.names, self.problem = None, None
+            self.names, self.problem, self._made_from = None, None, None
             return planned
-        devices = [d for _name, state in planned.resources.values() for d in state.devices.by_id.values()]
+        states = [state for _name, state in planned.resources.values()]
+        await self._write(settings, inventory.driver_version, states, repeat_error=True)
+        return planned
+
+    async def refresh(self, settings: ServeSettings, inventory: NodeInventory,
+                      states: Iterable[DeviceState]) -> bool:
+        """The periodic check: rewrite the spec of the running ``states`` if the driver changed under it
+        or the last write failed; True if what Allocate may name changed (the supervisor shows the new STATUS)."""
+        if not settings.policy.uses_cdi or (self._made_from is None and self.problem is None):
+            return False  # no CDI, or no plan applied yet: the first apply writes the spec
+        version = inventory.driver_version
+        now = (version, await in_thread(lambda: driver_fingerprint(settings.cdi.roots), name="cdi-check"))
+        made_from = self._made_from
+        if made_from == now:
+            return False
+        if made_from is not None:
+            changed = ([f"driver {made_from[0]} -> {version}"] if made_from[0] != version else []) \
+                + now[1].differences(made_from[1])
+            log.info("the driver changed (%s); rewriting the CDI spec", "; ".join(changed))
+        before = (self.names, self.problem)
+        await self._write(settings, version, list(states), repeat_error=False, fingerprint=now[1])
+        return (self.names, self.problem) != before
+
+    async def _write(self, settings: ServeSettings, driver_version: str, states: list[DeviceState], *,
+                     repeat_error: bool, fingerprint: DriverFingerprint | None = None) -> None:
+        """Build and write the spec of ``states``' devices, then give their policies its names (or the reason)."""
+        cdi = settings.cdi
+        devices = [d for state in states for d in state.devices.by_id.values()]
         strategy = settings.policy.device_id_strategy
+        # Taken before the files are read: a change during the build shows up at the next check.
+        fingerprint = fingerprint or await in_thread(lambda: driver_fingerprint(cdi.roots), name="cdi-check")
         try:
-            built = await in_thread(lambda: build_spec(cdi, devices, strategy, inventory.driver_version),
-                                    name="cdi-spec")
+            built = await in_thread(lambda: build_spec(cdi, devices, strategy, driver_version), name="cdi-spec")
             path, changed = await in_thread(lambda: write_spec(cdi.spec_dir, built.spec), name="cdi-write")
         except OSError as err:
-            self.names = None
-            self.problem = f"cannot write the CDI spec in {cdi.spec_dir}: {err.strerror or err}"
-            log.error("%s; CDI requests are refused until it can be written", self.problem)
+            problem = f"cannot write the CDI spec in {cdi.spec_dir}: {err.strerror or err}"
+            if repeat_error or problem != self.problem:  # a retry that fails the same way says nothing new
+                log.error("%s; CDI requests are refused until it can be written", problem)
+            self.names, self.problem, self._made_from = None, problem, None
         else:
             for problem in built.problems:
                 log.warning("CDI spec: %s", problem)
-            self.names, self.problem = built.names, None
+            self.names, self.problem, self._made_from = built.names, None, (driver_version, fingerprint)
             if changed:
                 log.info("wrote CDI spec %s: %d devices, driver %s, %d files", path, len(built.names),
-                         inventory.driver_version, len(built.files.libraries) + len(built.files.binaries))
-        for _name, state in planned.resources.values():
+                         driver_version, len(built.files.libraries) + len(built.files.binaries))
+        for state in states:
             state.policy = replace(state.policy, cdi_names=self.names,
                                    cdi_problem=self.problem or "the CDI spec does not name it")
-        return planned

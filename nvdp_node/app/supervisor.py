@@ -306,10 +306,11 @@ class Supervisor:
 
     # -- MIG layout ---------------------------------------------------------
     async def _watch_mig_layout(self) -> None:
-        """Apply a changed MIG layout by itself (upstream needs a restart, #1645): only the difference."""
+        """Apply a changed MIG layout by itself (upstream needs a restart, #1645): only the difference.
+        Otherwise rewrite the CDI spec if the driver changed under it (``CdiSpecs.refresh``)."""
         while True:
             interval = self.settings.mig_check_interval
-            if interval <= 0 or self.settings.naming.strategy == "none":
+            if interval <= 0 or (self.settings.naming.strategy == "none" and not self.settings.policy.uses_cdi):
                 await asyncio.sleep(LAYOUT_IDLE_RECHECK)  # the settings may change on reload
                 continue
             await asyncio.sleep(interval)
@@ -322,7 +323,13 @@ class Supervisor:
                 log.warning("MIG layout check failed: %s", err)
                 continue
             before, after = mig_layout(self.inventory), mig_layout(inventory)
-            if after == before or settings is not self.settings:
+            if settings is not self.settings:
+                continue
+            if after == before or settings.naming.strategy == "none":
+                async with self._applying:  # the same check rewrites the CDI spec for a new driver
+                    if settings is self.settings and await self.cdi_specs.refresh(
+                            settings, inventory, [p.state for p in self.plugins.values()]):
+                        self.notifier.set_status(self._status())
                 continue
             log.info("MIG layout changed (%s); applying it", describe_layout_change(before, after))
             await self._apply(settings, inventory, handover=True, keep_health=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from pathlib import Path
 
 import grpc
@@ -284,3 +285,91 @@ def test_when_the_spec_cannot_be_written_the_status_line_says_why(mock_nvml, tmp
     node.serve(nvdp_daemon, kubelet_peer, ["cdi-annotations"], env={"NOTIFY_SOCKET": str(notify_socket.path)})
     notify_socket.wait_for(lambda m: f"; cannot write the CDI spec in {node.spec_dir}: " in m.get("STATUS", ""),
                            what="STATUS naming the CDI spec problem")
+
+
+# -- the periodic check: a driver upgraded under a running nvdp, a failed write retried -------------------
+
+CHECKING = "mig_check_interval = 1\n[health]\nenabled = false\n"  # no NVML worker: each check re-reads the profile
+
+
+def upgrade_driver(node: Node) -> None:
+    """What apt does to a running node, as one switch of the driver root: new libraries, ld cache, kernel module."""
+    new = make_driver_tree(node.tmp / "driver-new", NEW, node.cache)
+    node.nvml.write_devfs(new / "dev")
+    version = node.tmp / "proc/driver/nvidia/version"
+    version.parent.mkdir(parents=True, exist_ok=True)
+    version.write_text(f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {NEW}  Release Build\n")
+    profile = json.loads(node.nvml.config_path.read_text())
+    profile["driver_version"] = NEW
+    node.nvml.config_path.write_text(json.dumps(profile))
+    (node.tmp / "next").symlink_to(new)
+    (node.tmp / "next").replace(node.root)
+
+
+@pytest.fixture
+def linked(node):
+    """The node with its driver root behind a symlink, so ``upgrade_driver`` can swap it at once."""
+    link = node.tmp / "current"
+    link.symlink_to(node.root)
+    node.root = link
+    return node
+
+
+def test_a_driver_upgraded_under_a_running_daemon_gets_a_new_spec_without_reload_or_reregistration(
+        linked, nvdp_daemon, kubelet_peer):
+    node = linked
+    node.serve(nvdp_daemon, kubelet_peer, ["cdi-cri"], CHECKING)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    node.daemon.wait_log("wrote CDI spec")
+    upgrade_driver(node)
+    node.daemon.wait_log(f"driver {NEW}, 9 files")  # 5 libraries, 4 binaries: the new tree in full
+    text = (node.spec_dir / SPEC).read_text()
+    assert f"libcuda.so.{NEW}" in text and OLD not in text
+    assert f"the driver changed (driver {OLD} -> {NEW}" in node.daemon.log()
+    assert "reloaded configuration" not in node.daemon.log() and len(kubelet_peer.registrations) == 1
+
+
+def test_a_failed_spec_write_is_retried_and_cdi_requests_succeed_once_it_is_written(
+        mock_nvml, tmp_path, driver_cache, nvdp_daemon, kubelet_peer):
+    node = Node(mock_nvml, tmp_path, driver_cache)
+    node.spec_dir.write_text("a file, not a directory")
+    node.serve(nvdp_daemon, kubelet_peer, ["cdi-cri"], CHECKING)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    node.daemon.wait_log("cannot write the CDI spec")
+    node.spec_dir.unlink()
+    node.daemon.wait_log("wrote CDI spec")
+    got = response(kubelet_peer, node.uuids()[:1])
+    assert [d.name for d in got.cdi_devices] == cdi(node.uuids()[0])
+
+
+def test_a_retry_that_fails_the_same_way_logs_the_error_only_once(mock_nvml, tmp_path, driver_cache, nvdp_daemon,
+                                                                  kubelet_peer):
+    node = Node(mock_nvml, tmp_path, driver_cache)
+    node.spec_dir.write_text("a file, not a directory")
+    node.serve(nvdp_daemon, kubelet_peer, ["cdi-cri"], CHECKING)
+    kubelet_peer.wait_node_status(GPU, (8, 8))
+    checks = calls(node, "nvmlInit")
+    wait_for_calls(node, "nvmlInit", checks + 3)  # three more checks, each retrying the write
+    assert node.daemon.log().count("ERROR nvdp.cdi: cannot write the CDI spec") == 1
+
+
+def test_nothing_is_rewritten_while_the_driver_stays_the_same(started):
+    node = started(["cdi-cri"], CHECKING)
+    before = (node.spec_dir / SPEC).stat()
+    checks = calls(node, "nvmlInit")
+    wait_for_calls(node, "nvmlInit", checks + 3)  # the check after a write has finished twice at least
+    after = (node.spec_dir / SPEC).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert node.daemon.log().count("wrote CDI spec") == 1 and "the driver changed" not in node.daemon.log()
+
+
+def wait_for_calls(node: Node, function: str, count: int, timeout: float = 20.0) -> None:
+    """Until the mock NVML logged ``count`` calls of ``function`` (each periodic check opens NVML once)."""
+    deadline = time.monotonic() + timeout
+    while calls(node, function) < count:
+        assert time.monotonic() < deadline, f"{function} called {calls(node, function)}/{count} times"
+        time.sleep(0.05)
+
+
+def calls(node: Node, prefix: str) -> int:
+    return sum(c.startswith(prefix) for c in node.nvml.calls())
