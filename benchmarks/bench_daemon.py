@@ -40,6 +40,7 @@ from nvdp_node.api import deviceplugin_v1beta1_pb2 as pb  # noqa: E402
 from nvdp_node.api import deviceplugin_v1beta1_pb2_grpc as pb_grpc  # noqa: E402
 from benchmarks.harness import NotifyLog, ms, nth, pct, spread  # noqa: E402
 from benchmarks.hung_kubelet import hung_kubelet  # noqa: E402
+from benchmarks.import_costs import SERVE_DEPS  # noqa: E402
 from benchmarks.preferred_topology import preferred_topology  # noqa: E402
 from benchmarks.reload_storm import reload_storm  # noqa: E402
 from benchmarks.scale import scale  # noqa: E402
@@ -48,7 +49,6 @@ from tests.kubelet_peer import KubeletPeer, Registration  # noqa: E402
 from tests.mock_nvml.environment import prepare  # noqa: E402
 
 GPU = "nvidia.com/gpu"
-DEPS = "import grpc, pynvml, pydantic, pydantic_settings, sdnotify, tomli_w, yaml, google.protobuf"
 
 EMPTY_SERVER = textwrap.dedent(
     """
@@ -133,7 +133,7 @@ class Bench:
         imports = []
         for _ in range(runs):
             t = time.monotonic()
-            subprocess.run([str(ROOT / ".venv/bin/python"), "-c", DEPS], check=True, env=self.env)
+            subprocess.run([str(ROOT / ".venv/bin/python"), "-c", SERVE_DEPS], check=True, env=self.env)
             imports.append(time.monotonic() - t)
         starts, readies, stops = [], [], []
         for _ in range(runs):

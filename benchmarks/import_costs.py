@@ -18,10 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv/bin/python")
 # The third-party modules `nvdp serve` has loaded once it is registered (what its start cannot avoid).
-SERVE_DEPS = "import grpc, grpc.aio, pynvml, pydantic, pydantic_settings, sdnotify, tomli_w, google.protobuf"
+SERVE_DEPS = ("import grpc, grpc.aio, pynvml, pydantic, pydantic_settings, sdnotify, tomli_w, google.protobuf, "
+              "prometheus_client")
 MODULES = (
     "grpc", "grpc.aio", "google.protobuf", "pynvml", "pydantic", "pydantic_settings", "sdnotify", "tomli_w",
-    "yaml", "nvdp_node.api.deviceplugin_v1beta1_pb2", "nvdp_node.config.schema", "nvdp_node.config",
+    "prometheus_client", "yaml", "nvdp_node.api.deviceplugin_v1beta1_pb2", "nvdp_node.config.schema", "nvdp_node.config",
     "nvdp_node.app.cli", "nvdp_node.app.supervisor",
 )
 PROBE = """
