@@ -169,7 +169,9 @@ def test_a_mig_re_layout_is_applied_without_a_restart_and_leaves_other_resources
     kubelet_peer.wait_node_status("nvidia.com/mig-3g.20gb", (2, 2))
     kubelet_peer.wait_until(lambda: kubelet_peer.endpoint_stopped("nvidia.com/mig-4g.20gb"),
                             what="the vanished resource's endpoint stopped")
-    assert not (kubelet_peer.plugin_dir / "nvidia-mig-4g.20gb.sock").exists()
+    # its streams end before its socket is unlinked: wait for both, in that order
+    kubelet_peer.wait_until(lambda: not (kubelet_peer.plugin_dir / "nvidia-mig-4g.20gb.sock").exists(),
+                            what="the vanished resource's socket removed")
     daemon.wait_log("MIG layout changed")
     assert daemon.proc.pid == pid and daemon.proc.poll() is None
     for untouched in (GPU, "nvidia.com/mig-1g.5gb", "nvidia.com/mig-2g.10gb"):
